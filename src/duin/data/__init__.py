@@ -1,0 +1,1 @@
+"""Data side: recordings, readers, writers, preprocessing, simulator, datasets, splits."""

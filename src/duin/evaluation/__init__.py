@@ -1,0 +1,1 @@
+"""Evaluation: metrics, reports, tables and plots."""

@@ -1,0 +1,1 @@
+"""Models: shared layers, the codex quantizer, the three Du-IN models, baselines, registry."""

@@ -1,0 +1,1 @@
+"""Baselines from the Du-IN paper, built from the shared layers."""

@@ -1,0 +1,1 @@
+"""Training: the generic trainer, the three stages, channel selection."""
