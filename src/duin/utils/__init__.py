@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic file writes, environment info, seeding, logging setup."""

@@ -1,0 +1,30 @@
+"""Logging setup for the ``duin`` command and scripts (library code only uses ``getLogger``)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+__all__ = ["setup_logging"]
+
+
+def setup_logging(*, quiet: bool = False, debug: bool = False) -> None:
+    """Configure the ``duin`` logger to print one-line messages to stderr.
+
+    Parameters
+    ----------
+    quiet : bool
+        Only warnings and errors.
+    debug : bool
+        Include debug messages (overrides ``quiet``).
+    """
+    level = logging.DEBUG if debug else (logging.WARNING if quiet else logging.INFO)
+    logger = logging.getLogger("duin")
+    logger.setLevel(level)
+    if not any(getattr(h, "_duin_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+        )
+        handler._duin_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
