@@ -1,0 +1,180 @@
+"""Splits: disjoint, deterministic, stratified, leak-free pretraining windows, reference protocol."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from duin.data.recording import Event, Recording
+from duin.data.splits import (
+    Trial,
+    pretrain_windows,
+    recording_key,
+    split_trials,
+    trials_from_recordings,
+)
+
+
+@st.composite
+def trial_sets(draw):
+    """Trials of 1-2 subjects, 1-4 runs each, 2-6 labels, 0-6 trials per label and run."""
+    trials = []
+    n_labels = draw(st.integers(2, 6))
+    labels = [f"w{i}" for i in range(n_labels)]
+    for s in range(draw(st.integers(1, 2))):
+        for run in range(1, draw(st.integers(1, 4)) + 1):
+            per_label = draw(st.lists(st.integers(0, 6), min_size=n_labels, max_size=n_labels))
+            order = [lab for lab, n in zip(labels, per_label, strict=True) for _ in range(n)]
+            random.Random(draw(st.integers(0, 1000))).shuffle(order)
+            onset = 2.0
+            for i, label in enumerate(order):
+                trials.append(Trial(f"sub-{s}_run-{run}", i, f"{s:02d}", str(run), label, onset))
+                onset += 3.0 + draw(st.sampled_from([0.0, 0.0, 0.5, 7.0]))
+    return trials
+
+
+def _ids(trials):
+    return [(t.recording, t.index) for t in trials]
+
+
+@settings(max_examples=60, deadline=None)
+@given(trials=trial_sets(), seed=st.integers(0, 2**31 - 1))
+def test_parts_are_disjoint_and_cover_everything(trials, seed):
+    for protocol in ("stratified", "reference"):
+        split = split_trials(trials, seed=seed, protocol=protocol)
+        parts = [set(_ids(p)) for p in (split.train, split.val, split.test)]
+        assert not parts[0] & parts[1] and not parts[0] & parts[2] and not parts[1] & parts[2]
+        assert set.union(*parts) == set(_ids(trials))
+        assert split.protocol == protocol
+
+
+@settings(max_examples=60, deadline=None)
+@given(trials=trial_sets(), seed=st.integers(0, 2**31 - 1))
+def test_same_seed_same_split_whatever_the_input_order(trials, seed):
+    a = split_trials(trials, seed=seed)
+    shuffled = list(trials)
+    random.Random(seed).shuffle(shuffled)
+    b = split_trials(shuffled, seed=seed)
+    c = split_trials(trials, seed=seed)
+    for name in ("train", "val", "test"):
+        assert _ids(getattr(a, name)) == _ids(getattr(b, name)) == _ids(getattr(c, name))
+
+
+@settings(max_examples=60, deadline=None)
+@given(trials=trial_sets(), seed=st.integers(0, 2**31 - 1))
+def test_stratified_within_one_trial_per_class(trials, seed):
+    ratios = (0.8, 0.1, 0.1)
+    split = split_trials(trials, seed=seed, ratios=ratios)
+    total = Counter((t.subject, t.label) for t in trials)
+    for part, ratio in zip((split.train, split.val, split.test), ratios, strict=True):
+        got = Counter((t.subject, t.label) for t in part)
+        for key, n in total.items():
+            assert abs(got.get(key, 0) - ratio * n) <= 1.0 + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    trials=trial_sets(),
+    seed=st.integers(0, 2**31 - 1),
+    margin=st.sampled_from([0.0, 0.5, 1.0]),
+    length=st.sampled_from([None, 4.0, 8.0]),
+    protocol=st.sampled_from(["stratified", "reference"]),
+)
+def test_pretraining_windows_never_overlap_val_or_test(trials, seed, margin, length, protocol):
+    split = split_trials(trials, seed=seed, protocol=protocol)
+    spans = {}
+    for t in trials:
+        subject, end = spans.get(t.recording, (t.subject, 0.0))
+        spans[t.recording] = (subject, max(end, t.stop + 5.0))
+    spans["sub-9_rest"] = ("09", 100.0)
+    windows = pretrain_windows(spans, split, margin=margin, length=length, min_length=4.0)
+    held = [t for t in (*split.val, *split.test)]
+    for w in windows:
+        assert 0 <= w.start < w.stop <= spans[w.recording][1] + 1e-9
+        assert w.duration >= 4.0 - 1e-9
+        for t in held:
+            if t.recording == w.recording:
+                assert w.stop <= t.start - margin + 1e-9 or w.start >= t.stop + margin - 1e-9
+    # nothing allowed is lost: training trials far from held-out ones stay usable
+    assert any(w.recording == "sub-9_rest" for w in windows)
+
+
+def test_split_records_protocol_and_normalisation_scope():
+    trials = [Trial("r", i, "01", "1", f"w{i % 3}", 3.0 * i) for i in range(30)]
+    assert split_trials(trials).normalization == "train"
+    ref = split_trials(trials, protocol="reference")
+    assert ref.normalization == "all"
+    assert len(ref.normalization_trials) == 30
+    assert ref.summary()["protocol"] == "reference"
+    with pytest.raises(ValueError, match="protocol"):
+        split_trials(trials, protocol="random")
+    with pytest.raises(ValueError, match="ratios"):
+        split_trials(trials, ratios=(0.5, 0.1, 0.1))
+
+
+def test_reference_protocol_matches_the_paper_code():
+    # runs "2" and "10": numeric order puts run 10 last (the listdir order of the paper varies)
+    trials = []
+    for run in ("10", "2"):
+        for i in range(20):
+            trials.append(Trial(f"sub-01_run-{run}", i, "01", run, f"w{i % 2}", 3.0 * i))
+    split = split_trials(trials, seed=7, protocol="reference")
+    rng = np.random.RandomState(7)
+    ordered = []
+    for run in ("2", "10"):
+        group = [t for t in trials if t.run == run]
+        rng.shuffle(group)
+        ordered += group
+    expected_train, pool = [], []
+    for label in ("w0", "w1"):
+        group = [t for t in ordered if t.label == label]
+        expected_train += group[: int(0.8 * len(group))]
+        pool += group[int(0.8 * len(group)) :]
+    chosen = set(rng.choice(len(pool), len(pool) // 2, replace=False).tolist())
+    assert _ids(split.train) == _ids(expected_train)
+    assert _ids(split.val) == _ids([t for i, t in enumerate(pool) if i in chosen])
+    # the test pool comes from the last run, as in the paper
+    assert sum(t.run == "10" for t in split.val + split.test) > len(pool) / 2
+
+
+def test_held_out_runs_protocol():
+    trials = [
+        Trial(f"sub-01_run-{r}", i, "01", str(r), f"w{i % 2}", 3.0 * i)
+        for r in (1, 2, 3, 4)
+        for i in range(6)
+    ]
+    split = split_trials(trials, seed=1, protocol="runs")
+    held = split.details["held_out_runs"]["01"]
+    assert {t.run for t in split.val} == set(held["val"])
+    assert {t.run for t in split.test} == set(held["test"])
+    assert not {t.run for t in split.train} & (set(held["val"]) | set(held["test"]))
+    explicit = split_trials(
+        trials, protocol="runs", val_runs={"01": ["3"]}, test_runs={"01": ["4"]}
+    )
+    assert {t.run for t in explicit.test} == {"4"}
+    with pytest.raises(ValueError, match="runs"):
+        split_trials(trials[:12], protocol="runs")
+
+
+def test_trials_from_recordings_and_keys():
+    rec = Recording(
+        signals=np.zeros((2, 2000 * 10), np.float32),
+        sfreq=2000.0,
+        ch_names=["A1", "A2"],
+        subject="01",
+        task="words",
+        run="1",
+        events=[Event(1.0, 3.0, "w1"), Event(4.0, 3.0, "w2"), Event(8.0, 1.0, "w1")],
+    )
+    assert recording_key(rec) == "sub-01_task-words_run-1"
+    with pytest.raises(ValueError, match="outside"):
+        trials_from_recordings([rec])
+    trials = trials_from_recordings([rec], labels=["w2"])
+    assert [(t.label, t.onset, t.stop) for t in trials] == [("w2", 4.0, 7.0)]
+    with pytest.raises(ValueError, match="share the key"):
+        trials_from_recordings([rec, rec], labels=["w2"])
