@@ -31,17 +31,39 @@ _LAZY: dict[str, str] = {
     "read_mne": "duin.data.readers.mne",
     "read_arrays": "duin.data.readers.arrays",
     "read_released": "duin.data.readers.released",
+    "write_bids": "duin.data.writers",
+    "write_released": "duin.data.writers",
+    "preprocess": "duin.data.preprocess",
+    "PreprocessConfig": "duin.data.preprocess",
 }
 
-__all__ = ["__version__", *sorted(_LAZY)]
+__all__ = [
+    "PreprocessConfig",
+    "Recording",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load_model",
+    "preprocess",
+    "read_arrays",
+    "read_bids",
+    "read_mne",
+    "read_released",
+    "save_model",
+    "simulate",
+    "write_bids",
+    "write_released",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from duin.data.preprocess import PreprocessConfig, preprocess
     from duin.data.readers.arrays import read_arrays
     from duin.data.readers.bids import read_bids
     from duin.data.readers.mne import read_mne
     from duin.data.readers.released import read_released
     from duin.data.recording import Recording
     from duin.data.simulate import simulate
+    from duin.data.writers import write_bids, write_released
     from duin.models.registry import create_model, list_models, load_model, save_model
 
 
