@@ -166,6 +166,13 @@ def test_scale_gradient() -> None:
     torch.testing.assert_close(x.grad, torch.full((3,), 0.1))
 
 
+def test_masked_mean_broadcasts_the_mask() -> None:
+    values = torch.arange(12.0).reshape(2, 3, 2)
+    mask = torch.tensor([[True, False], [False, False]])[:, None, :]  # (2, 1, 2)
+    torch.testing.assert_close(baselines.common.masked_mean(values, mask), values[0, :, 0].mean())
+    assert float(baselines.common.masked_mean(values, torch.zeros(2, 3, 2, dtype=torch.bool))) == 0
+
+
 def _channel_tokens(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Per-channel tokens before any transformer, ``(batch, n_channels, ...)``."""
     signal = model.prepare(x, 0)

@@ -36,9 +36,10 @@ from duin.models.baselines.common import (
     BaselineConfig,
     BaselineModel,
     TokenEncoder,
-    check_positive_int,
-    check_probability,
+    check_mask,
+    masked_mean,
     scale_gradient,
+    zscore,
 )
 from duin.models.registry import register_model
 
@@ -96,12 +97,9 @@ class BrainBERTConfig(BaselineConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        for name in ("n_fft", "hop_length", "n_freq", "d_model", "n_blocks", "n_heads"):
-            check_positive_int(owner, name, getattr(self, name))
-        for name in ("d_head", "d_ff"):
-            check_positive_int(owner, name, getattr(self, name))
-        check_probability(owner, "attn_dropout", self.attn_dropout)
-        check_probability(owner, "ff_dropout", self.ff_dropout)
+        self.check_positive_ints("n_fft", "hop_length", "n_freq", "d_model", "n_blocks")
+        self.check_positive_ints("n_heads", "d_head", "d_ff")
+        self.check_probabilities("attn_dropout", "ff_dropout")
         if self.n_freq > self.n_fft // 2 + 1:
             raise ValueError(f"{owner}.n_freq must be <= n_fft // 2 + 1 = {self.n_fft // 2 + 1}")
         if self.n_fft > self.n_resampled:
@@ -133,10 +131,7 @@ class Spectrogram(nn.Module):
             center=True,
             return_complex=True,
         )  # (B*C, n_fft//2+1, L)
-        power = torch.log(spec[:, : self.n_freq].abs() + 1e-6)
-        mean = power.mean(dim=-1, keepdim=True)
-        std = power.std(dim=-1, keepdim=True).clamp(min=1e-5)
-        z = (power - mean) / std
+        z = zscore(torch.log(spec[:, : self.n_freq].abs() + 1e-6))  # over frames
         return z.transpose(1, 2).reshape(batch, n_channels, -1, self.n_freq)
 
 
@@ -147,16 +142,7 @@ class BrainBERTBackbone(nn.Module):
         super().__init__()
         self.spectrogram = Spectrogram(config.n_fft, config.hop_length, config.n_freq)
         self.embed = nn.Linear(config.n_freq, config.d_model)
-        self.encoder = TokenEncoder(
-            config.n_frames,
-            config.d_model,
-            config.n_blocks,
-            config.n_heads,
-            config.d_head,
-            config.d_ff,
-            config.attn_dropout,
-            config.ff_dropout,
-        )
+        self.encoder = TokenEncoder(config.n_frames, config)
 
     def encode(self, spec: torch.Tensor) -> torch.Tensor:
         """``(B, C, L, F)`` spectrogram -> ``(B, C, L, d_model)``."""
@@ -177,7 +163,7 @@ class BrainBERT(BaselineClassifier):
     config: BrainBERTConfig
 
     def __init__(self, config: BrainBERTConfig | None = None) -> None:
-        super().__init__(config or BrainBERTConfig())
+        super().__init__(config)
         self.backbone = BrainBERTBackbone(self.config)
         self.build_head(self.config.n_channels * self.config.d_model)
 
@@ -215,8 +201,8 @@ class BrainBERTPretrainConfig(BrainBERTConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        check_probability(owner, "time_mask_ratio", self.time_mask_ratio, open_interval=True)
-        check_positive_int(owner, "time_mask_span", self.time_mask_span)
+        self.check_probabilities("time_mask_ratio", open_interval=True)
+        self.check_positive_ints("time_mask_span")
         if not isinstance(self.freq_mask_max, int) or not 0 <= self.freq_mask_max < self.n_freq:
             raise ValueError(f"{owner}.freq_mask_max must be an integer in [0, n_freq)")
 
@@ -229,7 +215,7 @@ class BrainBERTPretrain(BaselineModel):
     config: BrainBERTPretrainConfig
 
     def __init__(self, config: BrainBERTPretrainConfig | None = None) -> None:
-        super().__init__(config or BrainBERTPretrainConfig())
+        super().__init__(config)
         cfg = self.config
         self.backbone = BrainBERTBackbone(cfg)
         self.recon_head = nn.Linear(cfg.d_model, cfg.n_freq)
@@ -279,12 +265,10 @@ class BrainBERTPretrain(BaselineModel):
         shape = (signal.shape[0], cfg.n_channels, cfg.n_frames, cfg.n_freq)
         if mask is None:
             mask = self.random_mask(signal.shape[0], cfg.n_channels, signal.device)
-        elif mask.shape != shape or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be bool of shape {shape}")
+        check_mask(mask, shape)
         features = self.backbone.encode(spec.masked_fill(mask, 0.0))
         recon = self.recon_head(features)
-        weight = mask.to(recon.dtype)
-        loss = ((recon - spec).abs() * weight).sum() / weight.sum().clamp(min=1.0)
+        loss = masked_mean((recon - spec).abs(), mask)
         return {
             "loss": loss,
             "reconstruction": recon,

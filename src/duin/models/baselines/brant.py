@@ -34,34 +34,32 @@ from duin.models.baselines.common import (
     BaselineClassifier,
     BaselineConfig,
     BaselineModel,
+    ChannelPatchConfig,
     ChannelPatchEmbedding,
-    check_positive_int,
-    check_probability,
+    check_mask,
+    learned_embedding,
+    masked_mean,
     random_token_mask,
+    replace_masked,
     to_patches,
+    transformer_stack,
 )
-from duin.models.layers import TransformerStack, trunc_normal_
 from duin.models.registry import register_model
 
 __all__ = ["Brant", "BrantConfig", "BrantPretrain", "BrantPretrainConfig"]
 
 
 @dataclass
-class BrantConfig(BaselineConfig):
+class BrantConfig(ChannelPatchConfig):
     """Brant encoder and classifier (defaults: the Du-IN paper's Brant-Tiny settings).
 
     Parameters
     ----------
-    patch_len : int
-        Samples per patch at 200 Hz (200 = 1 s).
     conv_filters, conv_kernels, conv_strides : list of int
-        Patch conv embedding (96/96/96, 9/9/3, 5/5/1).
-    norm_groups : int
-        GroupNorm groups of the patch embedding (4).
+        Patch conv embedding (96/96/96, 9/9/3, 5/5/1); ``patch_len`` (200 = 1 s),
+        ``norm_groups`` (4) and ``max_patches`` (16) as :class:`ChannelPatchConfig`.
     band_edges : list of float
         Edges (Hz) of the power bands (8 bands).
-    max_patches : int
-        Rows of the learned patch-position table (16).
     temporal_blocks, spatial_blocks : int
         Blocks of the temporal and spatial encoders (8, 4).
     n_heads, d_head, d_ff : int
@@ -70,7 +68,6 @@ class BrantConfig(BaselineConfig):
         Transformer dropouts (0.1, 0.1).
     """
 
-    target_sfreq: ClassVar[float] = 200.0
     # CPU variant: 16 conv filters (128-d tokens), 2 + 1 blocks (about 1M instead of 69M).
     QUICK: ClassVar[dict[str, Any]] = {
         "conv_filters": [16, 16, 16],
@@ -81,15 +78,12 @@ class BrantConfig(BaselineConfig):
         "d_ff": 256,
     }
 
-    patch_len: int = 200
     conv_filters: list[int] = field(default_factory=lambda: [96, 96, 96])
     conv_kernels: list[int] = field(default_factory=lambda: [9, 9, 3])
     conv_strides: list[int] = field(default_factory=lambda: [5, 5, 1])
-    norm_groups: int = 4
     band_edges: list[float] = field(
         default_factory=lambda: [0.5, 4.0, 8.0, 13.0, 30.0, 50.0, 70.0, 90.0, 100.0]
     )
-    max_patches: int = 16
     temporal_blocks: int = 8
     spatial_blocks: int = 4
     n_heads: int = 16
@@ -98,44 +92,15 @@ class BrantConfig(BaselineConfig):
     attn_dropout: float = 0.1
     ff_dropout: float = 0.1
 
-    @property
-    def n_patches(self) -> int:
-        """Patches per channel (3 for 3 s)."""
-        return self.n_resampled // self.patch_len
-
-    @property
-    def d_model(self) -> int:
-        """Token width (768)."""
-        return ChannelPatchEmbedding.width(
-            self.patch_len, self.conv_filters, self.conv_kernels, self.conv_strides
-        )
-
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         super().validate()
-        owner = type(self).__name__
-        for name in ("patch_len", "norm_groups", "max_patches", "temporal_blocks"):
-            check_positive_int(owner, name, getattr(self, name))
-        for name in ("spatial_blocks", "n_heads", "d_head", "d_ff"):
-            check_positive_int(owner, name, getattr(self, name))
-        for name in ("conv_filters", "conv_kernels", "conv_strides"):
-            values = getattr(self, name)
-            if not isinstance(values, list) or len(values) != len(self.conv_filters) or not values:
-                raise ValueError(f"{owner}.{name} must be a list of {len(self.conv_filters)} ints")
-            for v in values:
-                check_positive_int(owner, f"{name}[]", v)
-        for f in self.conv_filters:
-            if f % self.norm_groups:
-                raise ValueError(f"{owner}.norm_groups must divide every conv filter count")
+        self.check_positive_ints("temporal_blocks", "spatial_blocks", "n_heads", "d_head", "d_ff")
+        self.check_probabilities("attn_dropout", "ff_dropout")
         edges = self.band_edges
         if len(edges) < 2 or any(b <= a for a, b in itertools.pairwise(edges)):
-            raise ValueError(f"{owner}.band_edges must be increasing with at least 2 entries")
-        check_probability(owner, "attn_dropout", self.attn_dropout)
-        check_probability(owner, "ff_dropout", self.ff_dropout)
-        if not 1 <= self.n_patches <= self.max_patches:
             raise ValueError(
-                f"{owner}: {self.n_patches} patches per window (n_times={self.n_times}) must be "
-                f"in 1..max_patches={self.max_patches}"
+                f"{type(self).__name__}.band_edges must be increasing with at least 2 entries"
             )
 
 
@@ -145,14 +110,8 @@ class BrantBackbone(nn.Module):
     def __init__(self, config: BrantConfig) -> None:
         super().__init__()
         self.patch_len = config.patch_len
-        self.patch_embed = ChannelPatchEmbedding(
-            config.patch_len,
-            list(config.conv_filters),
-            list(config.conv_kernels),
-            list(config.conv_strides),
-            config.norm_groups,
-        )
-        d = self.patch_embed.d_model
+        self.patch_embed = ChannelPatchEmbedding(config)
+        d = config.d_model
         # Band masks over the rfft bins of one patch (bin spacing sfreq / patch_len).
         freqs = torch.fft.rfftfreq(config.patch_len, d=1.0 / BrantConfig.target_sfreq)
         edges = list(config.band_edges)
@@ -163,16 +122,9 @@ class BrantBackbone(nn.Module):
             "bands", bands / bands.sum(1, keepdim=True).clamp(min=1), persistent=False
         )
         self.power_embed = nn.Linear(len(edges) - 1, d)
-        self.position = nn.Parameter(torch.zeros(config.max_patches, d))
-        trunc_normal_(self.position)
-        self.temporal = TransformerStack(
-            config.temporal_blocks, d, config.n_heads, config.d_head, config.d_ff,
-            config.attn_dropout, config.ff_dropout,
-        )  # fmt: skip
-        self.spatial = TransformerStack(
-            config.spatial_blocks, d, config.n_heads, config.d_head, config.d_ff,
-            config.attn_dropout, config.ff_dropout,
-        )  # fmt: skip
+        self.position = learned_embedding(config.max_patches, d)
+        self.temporal = transformer_stack(config, config.temporal_blocks, d)
+        self.spatial = transformer_stack(config, config.spatial_blocks, d)
 
     def embed(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B, C, N, P)`` patches -> ``(B, C, N, d_model)`` (conv + band power)."""
@@ -201,7 +153,7 @@ class Brant(BaselineClassifier):
     config: BrantConfig
 
     def __init__(self, config: BrantConfig | None = None) -> None:
-        super().__init__(config or BrantConfig())
+        super().__init__(config)
         cfg = self.config
         self.backbone = BrantBackbone(cfg)
         self.build_head(cfg.n_channels * cfg.n_patches * cfg.d_model)
@@ -223,7 +175,7 @@ class BrantPretrainConfig(BrantConfig):
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         super().validate()
-        check_probability(type(self).__name__, "mask_ratio", self.mask_ratio, open_interval=True)
+        self.check_probabilities("mask_ratio", open_interval=True)
         if self.n_patches < 2:
             raise ValueError(f"{type(self).__name__}: masking needs at least 2 patches per window")
 
@@ -236,11 +188,10 @@ class BrantPretrain(BaselineModel):
     config: BrantPretrainConfig
 
     def __init__(self, config: BrantPretrainConfig | None = None) -> None:
-        super().__init__(config or BrantPretrainConfig())
+        super().__init__(config)
         cfg = self.config
         self.backbone = BrantBackbone(cfg)
-        self.mask_embedding = nn.Parameter(torch.zeros(cfg.d_model))
-        trunc_normal_(self.mask_embedding)
+        self.mask_embedding = learned_embedding(cfg.d_model)
         self.recon_head = nn.Linear(cfg.d_model, cfg.patch_len)
 
     def forward(
@@ -269,13 +220,9 @@ class BrantPretrain(BaselineModel):
         if mask is None:
             mask = random_token_mask(batch * n_channels, n_patches, cfg.mask_ratio, signal.device)
             mask = mask.reshape(batch, n_channels, n_patches)
-        elif mask.shape != (batch, n_channels, n_patches) or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be bool of shape ({batch}, {n_channels}, {n_patches})")
-        tokens = self.backbone.embed(patches)
-        tokens = torch.where(mask[..., None], self.mask_embedding.to(tokens.dtype), tokens)
+        check_mask(mask, (batch, n_channels, n_patches))
+        tokens = replace_masked(self.backbone.embed(patches), mask, self.mask_embedding)
         features = self.backbone.encode(tokens)
         recon = self.recon_head(features)
-        err = (recon - patches).pow(2).mean(dim=-1)  # (B, C, N)
-        weight = mask.to(err.dtype)
-        loss = (err * weight).sum() / weight.sum().clamp(min=1.0)
+        loss = masked_mean((recon - patches).pow(2).mean(dim=-1), mask)  # over (B, C, N)
         return {"loss": loss, "reconstruction": recon, "mask": mask, "features": features}

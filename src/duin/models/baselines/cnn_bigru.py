@@ -23,13 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from duin.models.baselines.common import (
-    BaselineClassifier,
-    BaselineConfig,
-    check_positive_int,
-    check_probability,
-    conv_out_len,
-)
+from duin.models.baselines.common import BaselineClassifier, BaselineConfig, conv_out_len
 from duin.models.registry import register_model
 
 __all__ = ["CNNBiGRU", "CNNBiGRUConfig"]
@@ -65,9 +59,10 @@ class CNNBiGRUConfig(BaselineConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        for name in ("conv_filters", "conv_kernel", "conv_stride", "gru_hidden", "gru_layers"):
-            check_positive_int(owner, name, getattr(self, name))
-        check_probability(owner, "gru_dropout", self.gru_dropout)
+        self.check_positive_ints(
+            "conv_filters", "conv_kernel", "conv_stride", "gru_hidden", "gru_layers"
+        )
+        self.check_probabilities("gru_dropout")
         if conv_out_len(self.n_resampled, self.conv_kernel, self.conv_stride) < 1:
             raise ValueError(f"{owner}: n_times={self.n_times} is too short for the conv")
 
@@ -105,6 +100,6 @@ class CNNBiGRU(BaselineClassifier):
     config: CNNBiGRUConfig
 
     def __init__(self, config: CNNBiGRUConfig | None = None) -> None:
-        super().__init__(config or CNNBiGRUConfig())
+        super().__init__(config)
         self.backbone = CNNBiGRUBackbone(self.config)
         self.build_head(2 * self.config.gru_hidden)

@@ -1,4 +1,5 @@
-"""Shared pieces of the baseline models: config base, input checks, resampling, heads, transfer.
+"""Shared pieces of the baseline models: config bases, input checks, resampling, heads, masking
+helpers, transfer, and the encoder blocks several baselines build on.
 
 Conventions shared by every baseline (the Du-IN tensor contract):
 
@@ -41,30 +42,38 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from duin.models.config import _check_positive_int, _check_probability, _ConfigBase
+from duin.models.config import (
+    _check_int_list,
+    _check_positive_int,
+    _check_probability,
+    _ConfigBase,
+)
 from duin.models.layers import TransformerStack, sinusoid_table, trunc_normal_
 
 __all__ = [
     "BaselineClassifier",
     "BaselineConfig",
     "BaselineModel",
+    "ChannelPatchConfig",
     "ChannelPatchEmbedding",
+    "ConvTransformer",
     "MLPHead",
     "Resample",
     "StridedConvTokenizer",
     "TokenEncoder",
-    "check_positive_int",
-    "check_probability",
+    "check_mask",
     "conv_out_len",
     "fft_resample",
+    "learned_embedding",
+    "masked_mean",
     "random_token_mask",
+    "replace_masked",
     "scale_gradient",
     "to_patches",
     "transfer_backbone",
+    "transformer_stack",
+    "zscore",
 ]
-
-check_positive_int = _check_positive_int
-check_probability = _check_probability
 
 _C = TypeVar("_C", bound="BaselineConfig")
 
@@ -108,11 +117,30 @@ class BaselineConfig(_ConfigBase):
         """Samples per window after resampling to the model's own rate."""
         return int(round(self.n_times * self.target_sfreq / self.sfreq))
 
+    def check_positive_ints(self, *names: str) -> None:
+        """Raise ValueError unless each named field is a positive integer."""
+        for name in names:
+            _check_positive_int(type(self).__name__, name, getattr(self, name))
+
+    def check_probabilities(self, *names: str, open_interval: bool = False) -> None:
+        """Raise ValueError unless each named field is in ``[0, 1)`` (``(0, 1)`` if open)."""
+        for name in names:
+            _check_probability(
+                type(self).__name__, name, getattr(self, name), open_interval=open_interval
+            )
+
+    def check_int_lists(self, *names: str, length: int | None = None) -> None:
+        """Raise ValueError unless the named fields are non-empty lists of positive integers of
+        one common length (``length`` if given, else the first list's)."""
+        for name in names:
+            values = getattr(self, name)
+            _check_int_list(type(self).__name__, name, values, length)
+            length = len(values)
+
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         owner = type(self).__name__
-        for name in ("n_channels", "n_subjects", "n_times", "n_classes"):
-            check_positive_int(owner, name, getattr(self, name))
+        self.check_positive_ints("n_channels", "n_subjects", "n_times", "n_classes")
         if (
             not isinstance(self.sfreq, int | float)
             or isinstance(self.sfreq, bool)
@@ -128,8 +156,8 @@ class BaselineConfig(_ConfigBase):
         if not isinstance(self.head_hidden, list | tuple):
             raise ValueError(f"{owner}.head_hidden must be a list of positive integers")
         for width in self.head_hidden:
-            check_positive_int(owner, "head_hidden[]", width)
-        check_probability(owner, "head_dropout", self.head_dropout)
+            _check_positive_int(owner, "head_hidden[]", width)
+        self.check_probabilities("head_dropout")
 
     @classmethod
     def quick(cls: type[_C], **overrides: Any) -> _C:
@@ -142,6 +170,60 @@ class BaselineConfig(_ConfigBase):
         """
         data = {**dataclasses.asdict(cls()), **cls.QUICK, **overrides}  # type: ignore[call-overload]
         return cls.from_dict(data)
+
+
+@dataclass
+class ChannelPatchConfig(BaselineConfig):
+    """Fields of the channel-level patch models (Brant, LaBraM): 1-s patches of every channel,
+    each embedded by a :class:`ChannelPatchEmbedding`, with a learned table of patch positions.
+
+    Parameters
+    ----------
+    patch_len : int
+        Samples per patch at the model's rate (200 = 1 s at 200 Hz).
+    conv_filters, conv_kernels, conv_strides : list of int
+        Patch conv embedding (LaBraM's 8/8/8, 15/3/3, 8/1/1).
+    norm_groups : int
+        GroupNorm groups of the patch embedding (4).
+    max_patches : int
+        Rows of the learned patch-position table (16).
+    """
+
+    target_sfreq: ClassVar[float] = 200.0
+
+    patch_len: int = 200
+    conv_filters: list[int] = field(default_factory=lambda: [8, 8, 8])
+    conv_kernels: list[int] = field(default_factory=lambda: [15, 3, 3])
+    conv_strides: list[int] = field(default_factory=lambda: [8, 1, 1])
+    norm_groups: int = 4
+    max_patches: int = 16
+
+    @property
+    def n_patches(self) -> int:
+        """Patches per channel (3 for 3 s)."""
+        return self.n_resampled // self.patch_len
+
+    @property
+    def d_model(self) -> int:
+        """Token width: ``conv_filters[-1]`` x the patch length after the convs."""
+        n = self.patch_len
+        for k, s in zip(self.conv_kernels, self.conv_strides, strict=True):
+            n = conv_out_len(n, k, s, k // 2)
+        return self.conv_filters[-1] * n
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first invalid field."""
+        super().validate()
+        owner = type(self).__name__
+        self.check_positive_ints("patch_len", "norm_groups", "max_patches")
+        self.check_int_lists("conv_filters", "conv_kernels", "conv_strides")
+        if any(f % self.norm_groups for f in self.conv_filters):
+            raise ValueError(f"{owner}.norm_groups must divide every conv filter count")
+        if not 1 <= self.n_patches <= self.max_patches:
+            raise ValueError(
+                f"{owner}: {self.n_patches} patches per window (n_times={self.n_times}) must be "
+                f"in 1..max_patches={self.max_patches}"
+            )
 
 
 # ---------------------------------------------------------------------------- resampling
@@ -222,6 +304,46 @@ def random_token_mask(
     return mask.scatter_(1, order[:, :n_mask], True)
 
 
+def learned_embedding(*shape: int) -> nn.Parameter:
+    """A learned table or vector of ``shape``, initialised trunc-normal (std 0.02)."""
+    return nn.Parameter(trunc_normal_(torch.zeros(*shape)))
+
+
+def check_mask(mask: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Return ``mask`` if it is bool of ``shape``; else raise ValueError naming the shape."""
+    if mask.shape != shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask must be bool of shape {shape}")
+    return mask
+
+
+def replace_masked(tokens: torch.Tensor, mask: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """``tokens (..., d)`` with the positions where ``mask (...)`` is True replaced by ``fill (d,)``."""
+    return torch.where(mask[..., None], fill.to(tokens.dtype), tokens)
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the True entries of ``mask`` (broadcast to its shape); 0 if none."""
+    weight = mask.to(values.dtype).expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp(min=1.0)
+
+
+def zscore(x: torch.Tensor) -> torch.Tensor:
+    """Standardise over the last axis (std clamped at 1e-5)."""
+    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp(min=1e-5)
+
+
+def conv_out_len(n: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
+    """Output length of a 1-D conv/pool."""
+    return (n + 2 * padding - kernel) // stride + 1
+
+
+def to_patches(x: torch.Tensor, patch_len: int) -> torch.Tensor:
+    """``(batch, n_channels, n_times)`` -> ``(batch, n_channels, n_patches, patch_len)``."""
+    batch, n_channels, n_times = x.shape
+    n_patches = n_times // patch_len
+    return x[:, :, : n_patches * patch_len].reshape(batch, n_channels, n_patches, patch_len)
+
+
 class MLPHead(nn.Module):
     """Flatten -> [Dropout -> Linear -> ReLU] * len(hidden) -> Dropout -> Linear(n_classes).
 
@@ -264,15 +386,16 @@ class BaselineModel(nn.Module):
 
     Parameters
     ----------
-    config : BaselineConfig
-        Validated here.
+    config : BaselineConfig, optional
+        Validated here; default: ``config_class()`` (the paper's settings).
     """
 
     registry_name: ClassVar[str] = ""
     config_class: ClassVar[type[BaselineConfig]] = BaselineConfig
 
-    def __init__(self, config: BaselineConfig) -> None:
+    def __init__(self, config: BaselineConfig | None = None) -> None:
         super().__init__()
+        config = config if config is not None else self.config_class()
         config.validate()
         self.config = config
         self.resample = Resample(config.n_times, config.n_resampled)
@@ -428,9 +551,40 @@ def transfer_backbone(src: nn.Module, dst: nn.Module) -> None:
     dst.backbone.load_state_dict(src_state)
 
 
-def conv_out_len(n: int, kernel: int, stride: int = 1, padding: int = 0) -> int:
-    """Output length of a 1-D conv/pool."""
-    return (n + 2 * padding - kernel) // stride + 1
+def transformer_stack(config: Any, n_blocks: int, d_model: int) -> TransformerStack:
+    """A shared :class:`~duin.models.layers.TransformerStack` of ``n_blocks`` x ``d_model``
+    with the config's ``n_heads``, ``d_head``, ``d_ff``, ``attn_dropout`` and ``ff_dropout``."""
+    return TransformerStack(
+        n_blocks, d_model, config.n_heads, config.d_head, config.d_ff,
+        config.attn_dropout, config.ff_dropout,
+    )  # fmt: skip
+
+
+class TokenEncoder(nn.Module):
+    """Fixed sin/cos time table + :func:`transformer_stack` of the config's ``n_blocks`` x
+    ``d_model``.
+
+    The table is a non-persistent buffer sized for ``n_tokens``, so the state dict does not
+    depend on the window length (pretraining and fine-tuning lengths may differ).
+
+    Parameters
+    ----------
+    n_tokens : int
+        Tokens per window.
+    config : BaselineConfig
+        Any config with ``d_model``, ``n_blocks`` and the :func:`transformer_stack` fields.
+    """
+
+    def __init__(self, n_tokens: int, config: Any) -> None:
+        super().__init__()
+        self.register_buffer(
+            "time_table", sinusoid_table(n_tokens, config.d_model), persistent=False
+        )
+        self.stack = transformer_stack(config, config.n_blocks, config.d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(batch, n_tokens, d_model)`` -> same shape."""
+        return self.stack(tokens + self.time_table)  # type: ignore[return-value]
 
 
 class StridedConvTokenizer(nn.Module):
@@ -478,91 +632,60 @@ class StridedConvTokenizer(nn.Module):
         return self.layers(x).transpose(1, 2)
 
 
+class ConvTransformer(nn.Module):
+    """Region-level backbone: a :class:`StridedConvTokenizer` then a :class:`TokenEncoder`.
+
+    ``(batch, n_channels, n_times) -> (batch, n_tokens, d_model)`` (Neuro-BERT, DeWave).
+
+    Parameters
+    ----------
+    tokenizer : StridedConvTokenizer
+        The conv front end (last filter count = ``config.d_model``).
+    config : BaselineConfig
+        Any config with ``n_tokens`` and the :class:`TokenEncoder` fields.
+    """
+
+    def __init__(self, tokenizer: StridedConvTokenizer, config: Any) -> None:
+        super().__init__()
+        self.tokenizer = tokenizer
+        self.encoder = TokenEncoder(config.n_tokens, config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encoder output ``(batch, n_tokens, d_model)``."""
+        return self.encoder(self.tokenizer(x))
+
+
 class ChannelPatchEmbedding(nn.Module):
     """LaBraM-style temporal conv embedding of single-channel patches (channel-level tokens).
 
     Each patch of ``patch_len`` samples of one channel is embedded on its own by
     Conv1d -> GroupNorm -> GELU blocks (padding ``k // 2``), flattened time-major
-    (feature ``t * filters[-1] + f``) into ``d_model = filters[-1] * patch_len / prod(strides)``.
+    (feature ``t * filters[-1] + f``) into ``config.d_model``.
 
     Parameters
     ----------
-    patch_len : int
-        Samples per patch.
-    filters, kernels, strides : list of int
-        The conv blocks.
-    norm_groups : int
-        GroupNorm groups (must divide every filter count).
+    config : ChannelPatchConfig
+        ``patch_len``, ``conv_filters``, ``conv_kernels``, ``conv_strides``, ``norm_groups``.
     """
 
-    def __init__(
-        self,
-        patch_len: int,
-        filters: list[int],
-        kernels: list[int],
-        strides: list[int],
-        norm_groups: int,
-    ) -> None:
+    def __init__(self, config: ChannelPatchConfig) -> None:
         super().__init__()
-        self.patch_len = patch_len
+        self.patch_len, self.d_model = config.patch_len, config.d_model
         layers: list[nn.Module] = []
-        d_in, n = 1, patch_len
-        for f, k, s in zip(filters, kernels, strides, strict=True):
+        d_in = 1
+        for f, k, s in zip(
+            config.conv_filters, config.conv_kernels, config.conv_strides, strict=True
+        ):
             layers += [
                 nn.Conv1d(d_in, f, k, stride=s, padding=k // 2),
-                nn.GroupNorm(norm_groups, f),
+                nn.GroupNorm(config.norm_groups, f),
                 nn.GELU(),
             ]
-            d_in, n = f, conv_out_len(n, k, s, k // 2)
+            d_in = f
         self.layers = nn.Sequential(*layers)
-        self.d_model = d_in * n
-
-    @staticmethod
-    def width(patch_len: int, filters: list[int], kernels: list[int], strides: list[int]) -> int:
-        """``d_model`` of a configuration."""
-        n = patch_len
-        for k, s in zip(kernels, strides, strict=True):
-            n = conv_out_len(n, k, s, k // 2)
-        return filters[-1] * n
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """``(..., patch_len)`` -> ``(..., d_model)``."""
         lead = patches.shape[:-1]
         z = self.layers(patches.reshape(-1, 1, self.patch_len))  # (M, F, S)
         return z.transpose(1, 2).reshape(*lead, self.d_model)
-
-
-def to_patches(x: torch.Tensor, patch_len: int) -> torch.Tensor:
-    """``(batch, n_channels, n_times)`` -> ``(batch, n_channels, n_patches, patch_len)``."""
-    batch, n_channels, n_times = x.shape
-    n_patches = n_times // patch_len
-    return x[:, :, : n_patches * patch_len].reshape(batch, n_channels, n_patches, patch_len)
-
-
-class TokenEncoder(nn.Module):
-    """Fixed sin/cos time table + shared :class:`~duin.models.layers.TransformerStack`.
-
-    The table is a non-persistent buffer sized for ``n_tokens``, so the state dict does not
-    depend on the window length (pretraining and fine-tuning lengths may differ).
-    """
-
-    def __init__(
-        self,
-        n_tokens: int,
-        d_model: int,
-        n_blocks: int,
-        n_heads: int,
-        d_head: int,
-        d_ff: int,
-        attn_dropout: float,
-        ff_dropout: float,
-    ) -> None:
-        super().__init__()
-        self.register_buffer("time_table", sinusoid_table(n_tokens, d_model), persistent=False)
-        self.stack = TransformerStack(
-            n_blocks, d_model, n_heads, d_head, d_ff, attn_dropout, ff_dropout
-        )
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(batch, n_tokens, d_model)`` -> same shape."""
-        return self.stack(tokens + self.time_table)  # type: ignore[return-value]

@@ -20,16 +20,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import torch
-from torch import nn
-
 from duin.models.baselines.common import (
     BaselineClassifier,
     BaselineConfig,
+    ConvTransformer,
     StridedConvTokenizer,
-    TokenEncoder,
-    check_positive_int,
-    check_probability,
 )
 from duin.models.registry import register_model
 
@@ -83,48 +78,13 @@ class DeWaveConfig(BaselineConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        n = len(self.conv_filters) if isinstance(self.conv_filters, list) else 0
-        for name in ("conv_filters", "conv_kernels", "conv_strides"):
-            values = getattr(self, name)
-            if not isinstance(values, list) or len(values) != n or n == 0:
-                raise ValueError(f"{owner}.{name} must be a non-empty list of {n} integers")
-            for v in values:
-                check_positive_int(owner, f"{name}[]", v)
-        for name in ("n_blocks", "n_heads", "d_head", "d_ff"):
-            check_positive_int(owner, name, getattr(self, name))
-        check_probability(owner, "attn_dropout", self.attn_dropout)
-        check_probability(owner, "ff_dropout", self.ff_dropout)
+        self.check_int_lists("conv_filters", "conv_kernels", "conv_strides")
+        self.check_positive_ints("n_blocks", "n_heads", "d_head", "d_ff")
+        self.check_probabilities("attn_dropout", "ff_dropout")
         if self.d_model % 2:
             raise ValueError(f"{owner}.conv_filters[-1] must be even (sin/cos table)")
         if self.n_tokens < 1:
             raise ValueError(f"{owner}: n_times={self.n_times} is too short for the convs")
-
-
-class DeWaveBackbone(nn.Module):
-    """Conv stack + time table + transformer: ``(B, C, T) -> (B, n_tokens, d_model)``."""
-
-    def __init__(self, config: DeWaveConfig) -> None:
-        super().__init__()
-        self.tokenizer = StridedConvTokenizer(
-            config.n_channels,
-            list(config.conv_filters),
-            list(config.conv_kernels),
-            list(config.conv_strides),
-        )
-        self.encoder = TokenEncoder(
-            config.n_tokens,
-            config.d_model,
-            config.n_blocks,
-            config.n_heads,
-            config.d_head,
-            config.d_ff,
-            config.attn_dropout,
-            config.ff_dropout,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encoder output ``(batch, n_tokens, d_model)``."""
-        return self.encoder(self.tokenizer(x))
 
 
 @register_model("dewave", DeWaveConfig)
@@ -135,6 +95,10 @@ class DeWave(BaselineClassifier):
     config: DeWaveConfig
 
     def __init__(self, config: DeWaveConfig | None = None) -> None:
-        super().__init__(config or DeWaveConfig())
-        self.backbone = DeWaveBackbone(self.config)
-        self.build_head(self.config.n_tokens * self.config.d_model)
+        super().__init__(config)
+        cfg = self.config
+        tokenizer = StridedConvTokenizer(
+            cfg.n_channels, list(cfg.conv_filters), list(cfg.conv_kernels), list(cfg.conv_strides)
+        )
+        self.backbone = ConvTransformer(tokenizer, cfg)
+        self.build_head(cfg.n_tokens * cfg.d_model)

@@ -25,11 +25,10 @@ from torch import nn
 from duin.models.baselines.common import (
     BaselineClassifier,
     BaselineConfig,
-    check_positive_int,
-    check_probability,
     conv_out_len,
+    transformer_stack,
 )
-from duin.models.layers import TransformerStack, sinusoid_table
+from duin.models.layers import sinusoid_table
 from duin.models.registry import register_model
 
 __all__ = ["EEGConformer", "EEGConformerConfig"]
@@ -91,13 +90,9 @@ class EEGConformerConfig(BaselineConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        for name in (
-            "n_filters", "temporal_kernel", "pool_kernel", "pool_stride",
-            "d_model", "n_blocks", "n_heads", "d_head", "d_ff",
-        ):  # fmt: skip
-            check_positive_int(owner, name, getattr(self, name))
-        for name in ("front_dropout", "attn_dropout", "ff_dropout"):
-            check_probability(owner, name, getattr(self, name))
+        self.check_positive_ints("n_filters", "temporal_kernel", "pool_kernel", "pool_stride")
+        self.check_positive_ints("d_model", "n_blocks", "n_heads", "d_head", "d_ff")
+        self.check_probabilities("front_dropout", "attn_dropout", "ff_dropout")
         if self.d_model % 2:
             raise ValueError(f"{owner}.d_model must be even (sin/cos table)")
         if self.n_tokens < 1:
@@ -122,15 +117,9 @@ class EEGConformerBackbone(nn.Module):
         self.register_buffer(
             "time_table", sinusoid_table(config.n_tokens, config.d_model), persistent=False
         )
-        self.encoder = TransformerStack(
-            config.n_blocks,
-            config.d_model,
-            config.n_heads,
-            config.d_head,
-            config.d_ff,
-            config.attn_dropout,
-            config.ff_dropout,
-        )
+        # Not a TokenEncoder: the stack sits directly under ``encoder`` (state-dict keys
+        # ``encoder.blocks.*``), which saved checkpoints rely on.
+        self.encoder = transformer_stack(config, config.n_blocks, config.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder output ``(batch, n_tokens, d_model)``."""
@@ -147,6 +136,6 @@ class EEGConformer(BaselineClassifier):
     config: EEGConformerConfig
 
     def __init__(self, config: EEGConformerConfig | None = None) -> None:
-        super().__init__(config or EEGConformerConfig())
+        super().__init__(config)
         self.backbone = EEGConformerBackbone(self.config)
         self.build_head(self.config.n_tokens * self.config.d_model)

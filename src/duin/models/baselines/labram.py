@@ -43,14 +43,18 @@ from duin.models.baselines.common import (
     BaselineClassifier,
     BaselineConfig,
     BaselineModel,
+    ChannelPatchConfig,
     ChannelPatchEmbedding,
-    check_positive_int,
-    check_probability,
+    check_mask,
+    learned_embedding,
     random_token_mask,
+    replace_masked,
     to_patches,
+    transformer_stack,
+    zscore,
 )
 from duin.models.config import QuantizerConfig
-from duin.models.layers import TransformerStack, trunc_normal_
+from duin.models.layers import trunc_normal_
 from duin.models.quantizer import NormEMAVectorQuantizer
 from duin.models.registry import register_model
 
@@ -69,34 +73,22 @@ _QUICK_CODES = 1024
 
 
 @dataclass
-class LaBraMConfig(BaselineConfig):
+class LaBraMConfig(ChannelPatchConfig):
     """LaBraM encoder and classifier (defaults: LaBraM-Base as used by the Du-IN paper).
+
+    The patch fields are :class:`ChannelPatchConfig`'s (1-s patches; conv embedding 8/8/8,
+    15/3/3, 8/1/1; 4 GroupNorm groups; a 16-row learned time embedding).
 
     Parameters
     ----------
-    patch_len : int
-        Samples per patch at 200 Hz (200 = 1 s).
-    conv_filters, conv_kernels, conv_strides : list of int
-        Temporal conv embedding (8/8/8, 15/3/3, 8/1/1).
-    norm_groups : int
-        GroupNorm groups (4).
-    max_patches : int
-        Rows of the learned time embedding (16).
     n_blocks, n_heads, d_head, d_ff : int
         Transformer: 12 blocks, 10 heads x 20, FFN 800.
     attn_dropout, ff_dropout : float
         Transformer dropouts (0.0, 0.0 as LaBraM).
     """
 
-    target_sfreq: ClassVar[float] = 200.0
     QUICK: ClassVar[dict[str, Any]] = dict(_QUICK_ENCODER)
 
-    patch_len: int = 200
-    conv_filters: list[int] = field(default_factory=lambda: [8, 8, 8])
-    conv_kernels: list[int] = field(default_factory=lambda: [15, 3, 3])
-    conv_strides: list[int] = field(default_factory=lambda: [8, 1, 1])
-    norm_groups: int = 4
-    max_patches: int = 16
     n_blocks: int = 12
     n_heads: int = 10
     d_head: int = 20
@@ -105,46 +97,15 @@ class LaBraMConfig(BaselineConfig):
     ff_dropout: float = 0.0
 
     @property
-    def n_patches(self) -> int:
-        """Patches per channel (3 for 3 s)."""
-        return self.n_resampled // self.patch_len
-
-    @property
     def n_tokens(self) -> int:
         """Tokens per window (channels x patches, channel-major)."""
         return self.n_channels * self.n_patches
 
-    @property
-    def d_model(self) -> int:
-        """Token width (200)."""
-        return ChannelPatchEmbedding.width(
-            self.patch_len, self.conv_filters, self.conv_kernels, self.conv_strides
-        )
-
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         super().validate()
-        owner = type(self).__name__
-        for name in ("patch_len", "norm_groups", "max_patches", "n_blocks", "n_heads"):
-            check_positive_int(owner, name, getattr(self, name))
-        for name in ("d_head", "d_ff"):
-            check_positive_int(owner, name, getattr(self, name))
-        for name in ("conv_filters", "conv_kernels", "conv_strides"):
-            values = getattr(self, name)
-            if not isinstance(values, list) or len(values) != len(self.conv_filters) or not values:
-                raise ValueError(f"{owner}.{name} must be a list of {len(self.conv_filters)} ints")
-            for v in values:
-                check_positive_int(owner, f"{name}[]", v)
-        for f in self.conv_filters:
-            if f % self.norm_groups:
-                raise ValueError(f"{owner}.norm_groups must divide every conv filter count")
-        check_probability(owner, "attn_dropout", self.attn_dropout)
-        check_probability(owner, "ff_dropout", self.ff_dropout)
-        if not 1 <= self.n_patches <= self.max_patches:
-            raise ValueError(
-                f"{owner}: {self.n_patches} patches per window (n_times={self.n_times}) must be "
-                f"in 1..max_patches={self.max_patches}"
-            )
+        self.check_positive_ints("n_blocks", "n_heads", "d_head", "d_ff")
+        self.check_probabilities("attn_dropout", "ff_dropout")
 
 
 class LaBraMBackbone(nn.Module):
@@ -153,22 +114,11 @@ class LaBraMBackbone(nn.Module):
     def __init__(self, config: LaBraMConfig) -> None:
         super().__init__()
         self.patch_len = config.patch_len
-        self.patch_embed = ChannelPatchEmbedding(
-            config.patch_len,
-            list(config.conv_filters),
-            list(config.conv_kernels),
-            list(config.conv_strides),
-            config.norm_groups,
-        )
-        d = self.patch_embed.d_model
-        self.channel_embedding = nn.Parameter(torch.zeros(config.n_channels, d))
-        self.time_embedding = nn.Parameter(torch.zeros(config.max_patches, d))
-        trunc_normal_(self.channel_embedding)
-        trunc_normal_(self.time_embedding)
-        self.encoder = TransformerStack(
-            config.n_blocks, d, config.n_heads, config.d_head, config.d_ff,
-            config.attn_dropout, config.ff_dropout,
-        )  # fmt: skip
+        self.patch_embed = ChannelPatchEmbedding(config)
+        d = config.d_model
+        self.channel_embedding = learned_embedding(config.n_channels, d)
+        self.time_embedding = learned_embedding(config.max_patches, d)
+        self.encoder = transformer_stack(config, config.n_blocks, d)
 
     def tokenize(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, C, T)`` -> patch embeddings ``(B, C, N, d_model)`` (no position terms)."""
@@ -194,7 +144,7 @@ class LaBraM(BaselineClassifier):
     config: LaBraMConfig
 
     def __init__(self, config: LaBraMConfig | None = None) -> None:
-        super().__init__(config or LaBraMConfig())
+        super().__init__(config)
         self.backbone = LaBraMBackbone(self.config)
         self.build_head(self.config.n_tokens * self.config.d_model)
 
@@ -231,12 +181,7 @@ class LaBraMTokenizerConfig(LaBraMConfig):
         if not isinstance(self.quantizer, QuantizerConfig):
             raise ValueError(f"{type(self).__name__}.quantizer must be a QuantizerConfig")
         self.quantizer.validate()
-        check_positive_int(type(self).__name__, "n_decoder_blocks", self.n_decoder_blocks)
-
-
-def _zscore(x: torch.Tensor) -> torch.Tensor:
-    """Standardise over the last axis."""
-    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp(min=1e-5)
+        self.check_positive_ints("n_decoder_blocks")
 
 
 @register_model("labram_tokenizer", LaBraMTokenizerConfig)
@@ -247,15 +192,12 @@ class LaBraMTokenizer(BaselineModel):
     config: LaBraMTokenizerConfig
 
     def __init__(self, config: LaBraMTokenizerConfig | None = None) -> None:
-        super().__init__(config or LaBraMTokenizerConfig())
+        super().__init__(config)
         cfg = self.config
         d = cfg.d_model
         self.backbone = LaBraMBackbone(cfg)
         self.quantizer = NormEMAVectorQuantizer(d, cfg.quantizer)
-        self.decoder = TransformerStack(
-            cfg.n_decoder_blocks, d, cfg.n_heads, cfg.d_head, cfg.d_ff,
-            cfg.attn_dropout, cfg.ff_dropout,
-        )  # fmt: skip
+        self.decoder = transformer_stack(cfg, cfg.n_decoder_blocks, d)
         n_bins = cfg.patch_len // 2 + 1
         self.amplitude_head = nn.Linear(d, n_bins)
         self.phase_head = nn.Linear(d, n_bins)
@@ -279,8 +221,8 @@ class LaBraMTokenizer(BaselineModel):
         vq = self.quantizer(features.reshape(batch, n_channels * n_patches, d))
         h = self.decoder(vq["out"])  # (B, C*N, D)
         spectrum = torch.fft.rfft(patches, dim=-1).reshape(batch, n_channels * n_patches, -1)
-        loss_amp = F.mse_loss(self.amplitude_head(h), _zscore(spectrum.abs()))
-        loss_phase = F.mse_loss(self.phase_head(h), _zscore(torch.angle(spectrum)))
+        loss_amp = F.mse_loss(self.amplitude_head(h), zscore(spectrum.abs()))
+        loss_phase = F.mse_loss(self.phase_head(h), zscore(torch.angle(spectrum)))
         loss = loss_amp + loss_phase + vq["loss"]
         return {
             "loss": loss,
@@ -325,11 +267,10 @@ class LaBraMPretrainConfig(LaBraMConfig):
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         super().validate()
-        owner = type(self).__name__
-        check_positive_int(owner, "n_codes", self.n_codes)
-        check_probability(owner, "mask_ratio", self.mask_ratio, open_interval=True)
+        self.check_positive_ints("n_codes")
+        self.check_probabilities("mask_ratio", open_interval=True)
         if self.n_tokens < 2:
-            raise ValueError(f"{owner}: masking needs at least 2 tokens per window")
+            raise ValueError(f"{type(self).__name__}: masking needs at least 2 tokens per window")
 
 
 @register_model("labram_pretrain", LaBraMPretrainConfig)
@@ -342,11 +283,10 @@ class LaBraMPretrain(BaselineModel):
     def __init__(
         self, config: LaBraMPretrainConfig | None = None, tokenizer: LaBraMTokenizer | None = None
     ) -> None:
-        super().__init__(config or LaBraMPretrainConfig())
+        super().__init__(config)
         cfg = self.config
         self.backbone = LaBraMBackbone(cfg)
-        self.mask_embedding = nn.Parameter(torch.zeros(cfg.d_model))
-        trunc_normal_(self.mask_embedding)
+        self.mask_embedding = learned_embedding(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.n_codes)
         trunc_normal_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -417,8 +357,7 @@ class LaBraMPretrain(BaselineModel):
         batch, n_tokens = signal.shape[0], cfg.n_tokens
         if mask is None:
             mask = random_token_mask(batch, n_tokens, cfg.mask_ratio, signal.device)
-        elif mask.shape != (batch, n_tokens) or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be bool of shape ({batch}, {n_tokens})")
+        check_mask(mask, (batch, n_tokens))
         if targets is None:
             if not self._target:
                 raise ValueError(
@@ -429,12 +368,16 @@ class LaBraMPretrain(BaselineModel):
         elif targets.shape != (batch, n_tokens) or targets.dtype != torch.int64:
             raise ValueError(f"targets must be int64 of shape ({batch}, {n_tokens})")
         tokens = self.backbone.tokenize(signal)  # (B, C, N, D)
-        shape = tokens.shape
-        hidden = mask.reshape(*shape[:3], 1)
-        fill = self.mask_embedding.to(tokens.dtype)
-        views = torch.cat([torch.where(hidden, fill, tokens), torch.where(hidden, tokens, fill)])
+        hidden = mask.reshape(tokens.shape[:3])  # (B, C, N): view 0 hides these, view 1 the rest
+        views = torch.cat(
+            [
+                replace_masked(tokens, hidden, self.mask_embedding),
+                replace_masked(tokens, ~hidden, self.mask_embedding),
+            ]
+        )
         enc = self.backbone.encode(views)  # (2B, C, N, D)
-        features = torch.where(hidden, enc[:batch], enc[batch:]).reshape(batch, n_tokens, -1)
+        features = torch.where(hidden[..., None], enc[:batch], enc[batch:])
+        features = features.reshape(batch, n_tokens, -1)
         logits = self.head(features)
         loss = F.cross_entropy(logits.reshape(-1, cfg.n_codes), targets.reshape(-1))
         accuracy = (logits.argmax(-1) == targets).float().mean()

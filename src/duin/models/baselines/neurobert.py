@@ -25,19 +25,20 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from duin.models.baselines.common import (
     BaselineClassifier,
     BaselineConfig,
     BaselineModel,
+    ConvTransformer,
     StridedConvTokenizer,
-    TokenEncoder,
-    check_positive_int,
-    check_probability,
+    check_mask,
+    learned_embedding,
+    masked_mean,
     random_token_mask,
+    replace_masked,
 )
-from duin.models.layers import ReconstructionHead, trunc_normal_
+from duin.models.layers import ReconstructionHead
 from duin.models.registry import register_model
 
 __all__ = ["NeuroBERT", "NeuroBERTConfig", "NeuroBERTPretrain", "NeuroBERTPretrainConfig"]
@@ -86,10 +87,8 @@ class NeuroBERTConfig(BaselineConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        for name in ("patch_len", "d_model", "n_blocks", "n_heads", "d_head", "d_ff"):
-            check_positive_int(owner, name, getattr(self, name))
-        check_probability(owner, "attn_dropout", self.attn_dropout)
-        check_probability(owner, "ff_dropout", self.ff_dropout)
+        self.check_positive_ints("patch_len", "d_model", "n_blocks", "n_heads", "d_head", "d_ff")
+        self.check_probabilities("attn_dropout", "ff_dropout")
         if self.d_model % 2:
             raise ValueError(f"{owner}.d_model must be even (sin/cos table)")
         if self.n_resampled % self.patch_len:
@@ -99,29 +98,13 @@ class NeuroBERTConfig(BaselineConfig):
             )
 
 
-class NeuroBERTBackbone(nn.Module):
-    """Conv tokens + time table + transformer."""
-
-    def __init__(self, config: NeuroBERTConfig) -> None:
-        super().__init__()
-        p = config.patch_len
-        self.tokenizer = StridedConvTokenizer(
-            config.n_channels, [config.d_model], [p], [p], batch_norm=False
-        )
-        self.encoder = TokenEncoder(
-            config.n_tokens,
-            config.d_model,
-            config.n_blocks,
-            config.n_heads,
-            config.d_head,
-            config.d_ff,
-            config.attn_dropout,
-            config.ff_dropout,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T) -> (B, n_tokens, d_model)``."""
-        return self.encoder(self.tokenizer(x))
+def neurobert_backbone(config: NeuroBERTConfig) -> ConvTransformer:
+    """One conv token per ``patch_len`` samples (kernel = stride, no BatchNorm) + transformer."""
+    p = config.patch_len
+    tokenizer = StridedConvTokenizer(
+        config.n_channels, [config.d_model], [p], [p], batch_norm=False
+    )
+    return ConvTransformer(tokenizer, config)
 
 
 @register_model("neurobert", NeuroBERTConfig)
@@ -132,8 +115,8 @@ class NeuroBERT(BaselineClassifier):
     config: NeuroBERTConfig
 
     def __init__(self, config: NeuroBERTConfig | None = None) -> None:
-        super().__init__(config or NeuroBERTConfig())
-        self.backbone = NeuroBERTBackbone(self.config)
+        super().__init__(config)
+        self.backbone = neurobert_backbone(self.config)
         self.build_head(self.config.n_tokens * self.config.d_model)
 
 
@@ -167,14 +150,8 @@ class NeuroBERTPretrainConfig(NeuroBERTConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        check_probability(owner, "mask_ratio", self.mask_ratio, open_interval=True)
-        n = len(self.decoder_filters)
-        for name in ("decoder_filters", "decoder_kernels", "decoder_strides"):
-            values = getattr(self, name)
-            if not isinstance(values, list) or len(values) != n or n == 0:
-                raise ValueError(f"{owner}.{name} must be a list of {n} positive integers")
-            for v in values:
-                check_positive_int(owner, f"{name}[]", v)
+        self.check_probabilities("mask_ratio", open_interval=True)
+        self.check_int_lists("decoder_filters", "decoder_kernels", "decoder_strides")
         prod = 1
         for k, s in zip(self.decoder_kernels, self.decoder_strides, strict=True):
             prod *= s
@@ -192,11 +169,10 @@ class NeuroBERTPretrain(BaselineModel):
     config: NeuroBERTPretrainConfig
 
     def __init__(self, config: NeuroBERTPretrainConfig | None = None) -> None:
-        super().__init__(config or NeuroBERTPretrainConfig())
+        super().__init__(config)
         cfg = self.config
-        self.backbone = NeuroBERTBackbone(cfg)
-        self.mask_embedding = nn.Parameter(torch.zeros(cfg.d_model))
-        trunc_normal_(self.mask_embedding)
+        self.backbone = neurobert_backbone(cfg)
+        self.mask_embedding = learned_embedding(cfg.d_model)
         self.recon_head = ReconstructionHead(
             cfg.d_model,
             list(cfg.decoder_filters),
@@ -229,17 +205,14 @@ class NeuroBERTPretrain(BaselineModel):
         batch = signal.shape[0]
         if mask is None:
             mask = random_token_mask(batch, cfg.n_tokens, cfg.mask_ratio, signal.device)
-        elif mask.shape != (batch, cfg.n_tokens) or mask.dtype != torch.bool:
-            raise ValueError(f"mask must be bool of shape ({batch}, {cfg.n_tokens})")
-        tokens = self.backbone.tokenizer(signal)
-        tokens = torch.where(mask[:, :, None], self.mask_embedding.to(tokens.dtype), tokens)
+        check_mask(mask, (batch, cfg.n_tokens))
+        tokens = replace_masked(self.backbone.tokenizer(signal), mask, self.mask_embedding)
         features = self.backbone.encoder(tokens)
         recon = self.recon_head(features)  # (B, C, n_tokens * patch_len)
         target = signal[:, :, : recon.shape[-1]]
-        err = (recon - target).pow(2)
         if cfg.loss_on_masked_only:
-            weight = mask.repeat_interleave(cfg.patch_len, dim=1)[:, None, :].to(err.dtype)
-            loss = (err * weight).sum() / (weight.sum() * err.shape[1]).clamp(min=1.0)
+            masked_samples = mask.repeat_interleave(cfg.patch_len, dim=1)[:, None, :]  # (B, 1, T')
+            loss = masked_mean((recon - target).pow(2), masked_samples)
         else:
             loss = F.mse_loss(recon, target)
         return {"loss": loss, "reconstruction": recon, "mask": mask, "features": features}

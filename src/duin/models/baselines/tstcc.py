@@ -36,11 +36,10 @@ from duin.models.baselines.common import (
     BaselineClassifier,
     BaselineConfig,
     BaselineModel,
-    check_positive_int,
-    check_probability,
     conv_out_len,
+    learned_embedding,
 )
-from duin.models.layers import TransformerStack, trunc_normal_
+from duin.models.layers import TransformerStack
 from duin.models.registry import register_model
 
 __all__ = ["TSTCC", "TSTCCConfig", "TSTCCPretrain", "TSTCCPretrainConfig"]
@@ -71,13 +70,8 @@ class TSTCCConfig(BaselineConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        for name in ("filters", "kernels", "pools"):
-            values = getattr(self, name)
-            if not isinstance(values, list) or len(values) != 3:
-                raise ValueError(f"{owner}.{name} must be a list of 3 positive integers")
-            for v in values:
-                check_positive_int(owner, f"{name}[]", v)
-        check_probability(owner, "dropout", self.dropout)
+        self.check_int_lists("filters", "kernels", "pools", length=3)
+        self.check_probabilities("dropout")
         if self.n_tokens < 1:
             raise ValueError(f"{owner}: n_times={self.n_times} is too short for the conv encoder")
 
@@ -126,7 +120,7 @@ class TSTCC(BaselineClassifier):
     config: TSTCCConfig
 
     def __init__(self, config: TSTCCConfig | None = None) -> None:
-        super().__init__(config or TSTCCConfig())
+        super().__init__(config)
         self.backbone = TSTCCEncoder(self.config)
         self.build_head(self.config.n_tokens * self.config.filters[-1])
 
@@ -178,10 +172,8 @@ class TSTCCPretrainConfig(TSTCCConfig):
         """Raise ValueError naming the first invalid field."""
         super().validate()
         owner = type(self).__name__
-        for name in ("n_future", "d_context", "context_blocks", "context_heads", "context_d_ff"):
-            check_positive_int(owner, name, getattr(self, name))
-        check_positive_int(owner, "d_project", self.d_project)
-        check_positive_int(owner, "max_segments", self.max_segments)
+        self.check_positive_ints("n_future", "d_context", "context_blocks", "context_heads")
+        self.check_positive_ints("context_d_ff", "d_project", "max_segments")
         if self.n_future >= self.n_tokens:
             raise ValueError(
                 f"{owner}.n_future ({self.n_future}) must be < the token count ({self.n_tokens})"
@@ -222,13 +214,12 @@ class TSTCCPretrain(BaselineModel):
     config: TSTCCPretrainConfig
 
     def __init__(self, config: TSTCCPretrainConfig | None = None) -> None:
-        super().__init__(config or TSTCCPretrainConfig())
+        super().__init__(config)
         cfg = self.config
         d_token = cfg.filters[-1]
         self.backbone = TSTCCEncoder(cfg)
         self.context_in = nn.Linear(d_token, cfg.d_context)
-        self.context_token = nn.Parameter(torch.zeros(cfg.d_context))
-        trunc_normal_(self.context_token)
+        self.context_token = learned_embedding(cfg.d_context)
         self.context = TransformerStack(
             cfg.context_blocks,
             cfg.d_context,
