@@ -73,7 +73,7 @@ def test_show_config_resolves_packaged_stage_with_seed():
 
 def test_resolve_config_and_override_kwargs():
     cfg = resolve_config("quick", ["optim.epochs=2"], stage="cls", seed=5)
-    assert cfg.seed == 5 and cfg.optim.epochs == 2 and cfg.optim.lr == pytest.approx(2e-4)
+    assert cfg.seed == 5 and cfg.optim.epochs == 2 and cfg.optim.lr == pytest.approx(1e-3)
     assert overrides_to_kwargs(["loss=ce", "quantizer.init_mode=first_batch", "n=3"]) == {
         "loss": "ce",
         "quantizer": {"init_mode": "first_batch"},

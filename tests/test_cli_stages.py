@@ -1,0 +1,160 @@
+"""The stage commands: --help, fail-fast validation, and SIGTERM during finetune."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from duin.commands import COMMANDS, register
+
+TINY = """
+seed: 5
+optim: {batch_size: 8}
+trainer: {device: cpu, log_every: 0, progress: false, tensorboard: false}
+model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, tokenizer_filters: [16, 16, 8]}
+data:
+  n_channels: null
+  simulation: {seed: 5, n_words: 4, trials_per_word: 10, blocks_per_run: 1, n_shafts: 2,
+               contacts_per_shaft: [6, 6], pretrain_hours: 0.0, oracle_trials_per_word: 2,
+               compute_baseline: false}
+cls:
+  variant: scratch
+  optim: {epochs: 40, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
+  trainer: {selection_metric: val/top1, selection_mode: max}
+  model: {n_times: 1000, head_hidden: [16]}
+"""
+
+# Runs the product commands in a child process (as the installed `duin` will once cli.py calls
+# register(app)); register() is idempotent, so this also works after that.
+LAUNCH = (
+    "import sys; from duin.cli import app; from duin.commands import register; "
+    "register(app); app(args=sys.argv[1:], prog_name='duin')"
+)
+
+
+def make_app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    return app
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_command_has_help(name):
+    result = CliRunner().invoke(make_app(), [name, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["finetune", "--set", "optim.lrr=1"], "valid keys under 'optim': lr, lr_min"),
+        (["finetune", "--set", "optim.lr=-1"], "lr must be > 0"),
+        (["pretrain-vqvae", "--set", "model.n_times=3050"], "multiple of patch_len"),
+        (["pretrain-vqvae", "--set", "data.pretrain_data=some"], "valid choices: 'auto', 'rest'"),
+        (["finetune", "--set", "variant=best"], "valid choices: 'scratch', 'vqvae'"),
+        (["finetune", "--variant", "best"], "valid choices: scratch, vqvae, vqvae+vq, mae"),
+        (["finetune", "--variant", "mae"], "needs --init"),
+        (["finetune", "--init", "/nonexistent/run"], "not found"),
+        (["select-channels", "--set", "data.n_channels=0"], "n_channels must be >= 1"),
+        (["demo", "--set", "model.n_blocks=0"], "n_blocks must be a positive integer"),
+        (["simulate", "--set", "n_wordz=3"], "did you mean 'n_words'"),
+        (["simulate", "--format", "edf"], "valid choices: bids, released, npz"),
+        (["finetune", "--data", "/nonexistent/data"], "data source not found"),
+    ],
+)
+def test_bad_values_fail_fast_with_choices(tmp_path, args, needle):
+    out = tmp_path / "run"
+    start = time.perf_counter()
+    result = CliRunner().invoke(make_app(), [*args, "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert needle in result.output, result.output
+    assert "Traceback" not in result.output
+    assert time.perf_counter() - start < 20  # rejected before any simulation or training
+    assert not (out / "sub-01").exists()
+
+
+def test_mae_needs_a_vqvae_run(tmp_path):
+    result = CliRunner().invoke(
+        make_app(), ["pretrain-mae", "--out", str(tmp_path / "m"), "--vqvae", str(tmp_path)]
+    )
+    assert result.exit_code == 1 and "not a 'duin pretrain-vqvae' run" in result.output
+
+
+def _duin(*args: object, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        **kw,
+    )
+
+
+def test_sigterm_during_finetune_leaves_resumable_run(tmp_path):
+    import duin
+    from duin.data.simulate import SimulationConfig, simulate_to_disk
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    data = simulate_to_disk(
+        tmp_path / "data",
+        "npz",
+        SimulationConfig(
+            seed=5,
+            n_words=4,
+            trials_per_word=10,
+            blocks_per_run=1,
+            n_shafts=2,
+            contacts_per_shaft=(6, 6),
+            pretrain_hours=0.0,
+            oracle_trials_per_word=2,
+            compute_baseline=False,
+        ),
+    )
+    out = tmp_path / "cls"
+    args = ["finetune", "--out", out, "--config", cfg, "--data", data, "--cache", tmp_path / "c"]
+    proc = _duin(*args)
+    run = out / "sub-01" / "seed-5"
+    state = run / "checkpoints" / "last" / "trainer_state.json"
+    deadline = time.time() + 120
+    while not state.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[0]
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "--resume" in output
+    # the last complete checkpoint loads, and the run is not reported as finished
+    model = duin.load_model(run / "checkpoints" / "last")
+    assert type(model).__name__ == "DuINClassifier"
+    done = json.loads(state.read_text())
+    assert not done["finished"]
+    assert not (out / "report.json").exists()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) < 40
+
+    proc = _duin(*args, "--resume")
+    output = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, output
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(40))
+    report = json.loads((out / "report.json").read_text())
+    assert report["protocol"] == "clean" and report["n_classes"] == 4
+    assert Path(run / "result.json").is_file()
