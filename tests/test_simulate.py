@@ -17,6 +17,7 @@ from duin.data.simulate import (
     simulate,
     simulate_to_disk,
 )
+from helpers.bids_validator import validate
 
 FAST = dict(n_words=4, trials_per_word=2, blocks_per_run=1, pretrain_hours=20 / 3600)
 
@@ -227,6 +228,8 @@ def test_bids_and_released_layouts_read_back(tmp_path, fmt):
         assert runs and runs[0].sfreq == 2000.0
         assert sum(len(r.events) for r in runs) == cfg.n_words * cfg.trials_per_word
         assert "simulation.json" in (out / ".bidsignore").read_text()
+        report = validate(out)
+        assert report["issues"]["errors"] == [], report["issues"]["errors"]
     else:
         from duin.data.readers.released import read_released
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import pickle
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -18,26 +15,9 @@ from duin.data.readers.released import load_pickle, read_released
 from duin.data.recording import Event, Recording, RecordingError
 from duin.data.words import WORDS
 from duin.data.writers import write_bids, write_released
+from helpers.bids_validator import validate
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def find_validator() -> str | None:
-    """The bids-validator executable: on PATH or installed by ``make tools`` into .tools/."""
-    found = shutil.which("bids-validator")
-    local = REPO / ".tools" / "node_modules" / ".bin" / "bids-validator"
-    return found or (str(local) if local.exists() else None)
-
-
-def validate(root: Path) -> dict:
-    exe = find_validator()
-    if exe is None:
-        pytest.skip("bids-validator not found (run `make tools`; needs npm)")
-    proc = subprocess.run(
-        [exe, str(root), "--json"], capture_output=True, text=True, timeout=300, check=False
-    )
-    report = json.loads(proc.stdout)
-    return report
 
 
 def synthetic(subject: str = "01", run: str | None = "1", n_trials: int = 4, seed: int = 0):
