@@ -380,11 +380,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     app(args=list(argv) if argv is not None else sys.argv[1:], prog_name="duin")
 
 
-# The product commands (simulate, pretrain-*, finetune, demo, ...) live in duin.commands; they
-# are added last because that package imports the option helpers defined above.
-from duin.commands import register as _register_commands  # noqa: E402
-
-_register_commands(app)
+# The product commands (simulate, pretrain-*, finetune, demo, ...) live in duin.commands, which
+# imports the option helpers above and registers its commands on `app` when it is imported.
+# Imported last (and as a module, not a name) so that either module may be imported first.
+import duin.commands  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -413,22 +413,22 @@ def prepare_data(data: DataConfig, cache_dir: str | Path, *, quiet: bool = False
 class _Picked(Dataset):
     """Select channel rows of another dataset's ``x`` and rename ``label`` to ``labels``.
 
-    Randomness: when ``fresh`` is set, each fetch first moves the wrapped dataset to an epoch
-    drawn from torch's global RNG. The trainer checkpoints that RNG, so crops and shifts differ
-    between epochs and a resumed run draws the same ones.
+    ``set_epoch`` is forwarded, so the trainer moves the wrapped dataset's crops and shifts to
+    each epoch (randomness is a function of seed, epoch and index: resumed runs draw the same).
     """
 
-    def __init__(self, base: Any, rows: Sequence[int] | None, fresh: bool = False) -> None:
+    def __init__(self, base: Any, rows: Sequence[int] | None) -> None:
         self.base = base
         self.rows = None if rows is None else torch.as_tensor(list(rows), dtype=torch.int64)
-        self.fresh = fresh
 
     def __len__(self) -> int:
         return len(self.base)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Move the wrapped dataset's per-epoch randomness (crops, shifts) to ``epoch``."""
+        self.base.set_epoch(epoch)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        if self.fresh:
-            self.base.set_epoch(int(torch.randint(0, 2**31 - 1, ()).item()))
         item = dict(self.base[i])
         if self.rows is not None:
             item["x"] = item["x"].index_select(0, self.rows)
@@ -465,7 +465,7 @@ class _SubjectTrials:
             subjects=[trials[0].subject] if trials else None,
             n_channels=len(self.all_channels),
         )
-        return _Picked(base, self.rows, fresh=max_shift > 0)
+        return _Picked(base, self.rows)
 
     def arrays(self, index: CacheIndex, part: str) -> tuple[np.ndarray, np.ndarray]:
         ds = self.dataset(index, part)
@@ -573,7 +573,7 @@ def _pretrain_sets(
     all_channels = prepared.ch_names(subject)
     rows = [all_channels.index(c) for c in channels]
 
-    def make(ws: list[Any], fresh: bool) -> _Picked:
+    def make(ws: list[Any]) -> _Picked:
         base = PretrainDataset(
             prepared.index,
             ws,
@@ -583,7 +583,7 @@ def _pretrain_sets(
             subjects=[subject],
             n_channels=len(all_channels),
         )
-        return _Picked(base, rows, fresh=fresh)
+        return _Picked(base, rows)
 
     info = {
         "pretrain_data": mode,
@@ -594,7 +594,7 @@ def _pretrain_sets(
         "crop_samples": n_times,
         "normalization": "per-channel z-score over the pretraining training windows",
     }
-    return make(train_w, True), make(val_w, False), info
+    return make(train_w), make(val_w), info
 
 
 # ---------------------------------------------------------------------------------------------

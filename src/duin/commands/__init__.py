@@ -25,6 +25,7 @@ from duin.cli import (
     ResumeOption,
     SeedOption,
     SetOption,
+    app,
     cli_errors,
     resolve_config,
     state,
@@ -411,3 +412,6 @@ def register(app: typer.Typer) -> None:
     for name, fn in COMMANDS.items():
         if name not in existing:  # idempotent: safe when cli.py already registered them
             app.command(name)(cli_errors(fn))
+
+
+register(app)

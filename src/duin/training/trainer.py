@@ -1092,6 +1092,11 @@ class Trainer:
             if batch_start == 0:
                 self.train_sums, self.train_count = {}, 0
             self.sampler.set_epoch(epoch, batch_start)
+            # Datasets with per-epoch randomness (crops, shifts) derive it from (seed, epoch,
+            # index), so a resumed epoch fetches exactly the same samples.
+            set_data_epoch = getattr(self.train_dataset, "set_epoch", None)
+            if callable(set_data_epoch):
+                set_data_epoch(epoch)
             loader = self._make_train_loader(epoch)
             lr = self._set_lr(epoch)
             self.train_model.train()
