@@ -412,6 +412,9 @@ def register(app: typer.Typer) -> None:
     for name, fn in COMMANDS.items():
         if name not in existing:  # idempotent: safe when cli.py already registered them
             app.command(name)(cli_errors(fn))
+    from duin.bench import register_bench  # the benchmark runner lives beside the pipeline
+
+    register_bench(app)
 
 
 register(app)
