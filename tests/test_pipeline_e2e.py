@@ -147,4 +147,6 @@ def test_demo_beats_five_times_chance(tmp_path):
     report = run_demo(tmp_path / "demo", quick=True)
     assert report["n_classes"] == 61
     assert report["summary"]["top1"]["mean"] > 5 / 61
+    assert report["scratch"]["summary"]["top1"]["mean"] > 5 / 61
     assert (tmp_path / "demo" / "cls" / "report.md").is_file()
+    assert (tmp_path / "demo" / "cls-scratch" / "report.md").is_file()
