@@ -13,6 +13,7 @@ channels may also be passed with ``k`` channels and is padded here.
 
 from __future__ import annotations
 
+import abc
 import warnings
 from typing import Any, ClassVar
 
@@ -229,8 +230,9 @@ class DuINModel(nn.Module):
         return self.encode(self.embed(x, subject)[1])  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ execution
+    @abc.abstractmethod
     def _compute(self, *args: Any) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
-        raise NotImplementedError
+        """The model's tensor computation on checked inputs; each Du-IN model defines it."""
 
     def _run(self, *args: Any) -> dict[str, torch.Tensor]:
         """Run the tensor computation (after the input checks), compiled if enabled."""
