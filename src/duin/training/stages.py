@@ -321,6 +321,38 @@ def _log_model(name: str, model: nn.Module) -> None:
     logger.info("%s: %s trainable parameters", name, f"{n:,}")
 
 
+def _fit(
+    model: nn.Module,
+    cfg: Any,
+    train_data: Dataset,
+    val_data: Dataset | None,
+    run_dir: str | Path,
+    *,
+    resume: bool,
+    quiet: bool,
+    **extra: Any,
+) -> TrainResult:
+    """Train a stage model with the one trainer and the stage's shared settings.
+
+    ``extra`` holds the stage-specific trainer arguments (``evaluate_fn``, ``monitor_data``, or a
+    replacement ``trainer`` config).
+    """
+    settings: dict[str, Any] = {
+        "optim": cfg.optim,
+        "trainer": cfg.trainer,
+        "seed": cfg.seed,
+        "config": cfg,
+        "param_groups_fn": _param_groups(cfg.protocol == "reference"),
+        "save_model_fn": _save,
+        "load_weights_fn": load_weights,
+    }
+    settings.update(extra)
+    trainer = Trainer(
+        model, train_data, val_data, run_dir=run_dir, resume=resume, quiet=quiet, **settings
+    )
+    return trainer.fit()
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation functions used by the trainer
 # ---------------------------------------------------------------------------------------------
@@ -422,22 +454,7 @@ def train_vqvae(
     model_cfg = _model_config(cfg.model, VQVAEConfig, n_channels=n_channels, n_subjects=1)
     model = DuINVQVAE(model_cfg)
     _log_model("VQ-VAE", model)
-    trainer = Trainer(
-        model,
-        train_data,
-        val_data,
-        run_dir=run_dir,
-        optim=cfg.optim,
-        trainer=cfg.trainer,
-        seed=cfg.seed,
-        config=cfg,
-        param_groups_fn=_param_groups(cfg.protocol == "reference"),
-        save_model_fn=_save,
-        load_weights_fn=load_weights,
-        resume=resume,
-        quiet=quiet,
-    )
-    return trainer.fit()
+    return _fit(model, cfg, train_data, val_data, run_dir, resume=resume, quiet=quiet)
 
 
 def train_mae(
@@ -485,23 +502,16 @@ def train_mae(
     model = DuINMAE(model_cfg)
     model.set_target_tokenizer(tokenizer)
     _log_model("MAE", model)
-    trainer = Trainer(
+    return _fit(
         model,
+        cfg,
         train_data,
         val_data,
-        run_dir=run_dir,
-        optim=cfg.optim,
-        trainer=cfg.trainer,
-        seed=cfg.seed,
-        config=cfg,
-        evaluate_fn=mae_evaluate_fn,
-        param_groups_fn=_param_groups(cfg.protocol == "reference"),
-        save_model_fn=_save,
-        load_weights_fn=load_weights,
+        run_dir,
         resume=resume,
         quiet=quiet,
+        evaluate_fn=mae_evaluate_fn,
     )
-    return trainer.fit()
 
 
 def build_classifier(
@@ -612,24 +622,18 @@ def train_classifier(
             "after training with evaluate_classifier()"
         )
     _log_model(f"classifier ({cfg.variant})", model)
-    trainer = Trainer(
+    return _fit(
         model,
+        cfg,
         train_data,
         val_data,
-        run_dir=run_dir,
-        optim=cfg.optim,
-        trainer=trainer_cfg,
-        seed=cfg.seed,
-        config=cfg,
-        evaluate_fn=classifier_evaluate_fn,
-        param_groups_fn=_param_groups(cfg.protocol == "reference"),
-        save_model_fn=_save,
-        load_weights_fn=load_weights,
-        monitor_data=monitor,
+        run_dir,
         resume=resume,
         quiet=quiet,
+        trainer=trainer_cfg,
+        evaluate_fn=classifier_evaluate_fn,
+        monitor_data=monitor,
     )
-    return trainer.fit()
 
 
 def select_epoch(
