@@ -10,8 +10,9 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from duin.bench import DUIN_MODELS, load_bench, model_names, register_bench
+from duin.cli import register
 from duin.config import ConfigError
+from duin.workflows.bench import DUIN_MODELS, load_bench, model_names
 
 TINY = """
 bench:
@@ -68,7 +69,7 @@ def make_app() -> typer.Typer:
     def _root() -> None:
         pass
 
-    register_bench(app)
+    register(app, ["bench"])
     return app
 
 

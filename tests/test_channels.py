@@ -84,8 +84,8 @@ def test_plot_on_coordinates_or_bars(tmp_path, coords):
 
 def test_ranking_recovers_informative_channels(tmp_path):
     """Trained on training trials only, the top-k beat chance at finding word-informative channels."""
-    from duin.pipeline import prepare_data, select_channels
     from duin.training.stages import load_stage_config
+    from duin.workflows.prepare import prepare_data, select_channels
 
     (tmp_path / "c.yaml").write_text(CONFIG)
     cfg = load_stage_config("cls", tmp_path / "c.yaml")

@@ -37,6 +37,17 @@ def test_console_entry_point_runs():
     assert proc.returncode == 0 and proc.stdout.strip() == f"duin {__version__}"
 
 
+def test_python_dash_m_duin_runs_the_command():
+    proc = subprocess.run(
+        [sys.executable, "-m", "duin", "show-config", "--stage", "cls", "--set", "seed=7"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "seed: 7" in proc.stdout
+
+
 def test_config_typo_fails_before_work_with_valid_keys():
     result = runner.invoke(app, ["show-config", "--stage", "cls", "--set", "optim.lrr=1"])
     assert result.exit_code == 1

@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from duin.commands import COMMANDS, register
+from duin.cli import COMMANDS, register
 
 TINY = """
 seed: 5
@@ -32,13 +32,6 @@ cls:
   trainer: {selection_metric: val/top1, selection_mode: max}
   model: {n_times: 1000, head_hidden: [16]}
 """
-
-# Runs the product commands in a child process (as the installed `duin` will once cli.py calls
-# register(app)); register() is idempotent, so this also works after that.
-LAUNCH = (
-    "import sys; from duin.cli import app; from duin.commands import register; "
-    "register(app); app(args=sys.argv[1:], prog_name='duin')"
-)
 
 
 def make_app() -> typer.Typer:
@@ -97,8 +90,8 @@ def test_mae_needs_a_vqvae_run(tmp_path):
 
 def _duin(*args: object, **kw) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        [sys.executable, "-c", LAUNCH, *map(str, args)],
+    return subprocess.Popen(  # `python -m duin`, as `torchrun -m duin` runs it
+        [sys.executable, "-m", "duin", *map(str, args)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -123,10 +123,10 @@ def test_trial_dataset_samples_and_seeded_shift(tmp_path):
     trials = index.trials()
     plain = TrialDataset(index, trials)
     sample = plain[2]
-    assert set(sample) == {"x", "subject", "label"}
+    assert set(sample) == {"x", "subject", "labels"}
     assert sample["x"].dtype == torch.float32 and sample["x"].shape == (3, 3000)
     assert sample["subject"].dtype == torch.int64 and sample["subject"].ndim == 0
-    assert int(sample["label"]) == plain.labels.index(trials[2].label)
+    assert int(sample["labels"]) == plain.labels.index(trials[2].label)
     start = int(trials[2].onset * SF)
     np.testing.assert_array_equal(sample["x"].numpy(), rec.signals[:, start : start + 3000])
 
@@ -162,7 +162,7 @@ def test_pretrain_crops_stay_inside_windows_and_are_seeded(tmp_path):
             assert w.start * SF <= start and start + 4000 <= w.stop * SF + 1e-6
             assert all(start + 4000 <= lo * SF or start >= hi * SF for lo, hi in held)
             sample = data[i]
-            assert sample["x"].shape == (3, 4000) and int(sample["label"]) == -1
+            assert sample["x"].shape == (3, 4000) and "labels" not in sample
     data.set_epoch(0)
     first = [data.crop_start(i) for i in range(len(data))]
     data.set_epoch(0)
@@ -192,3 +192,14 @@ def test_multi_subject_padding_and_index(tmp_path):
     assert x01.shape == (5, 3000) and not x01[3:].any() and x01[:3].abs().sum() > 0
     batch = torch.utils.data.default_collate([data[0], data[len(data) - 1]])
     assert batch["x"].shape == (2, 5, 3000) and batch["subject"].shape == (2,)
+
+
+def test_channel_rows_pick_and_order_channels(tmp_path):
+    rec = _recording(seconds=40.0)
+    index = build_cache([rec], tmp_path)
+    trials = index.trials()
+    plain = TrialDataset(index, trials)
+    picked = TrialDataset(index, trials, channel_rows=[2, 0])
+    assert picked[1]["x"].shape == (2, 3000)
+    torch.testing.assert_close(picked[1]["x"], plain[1]["x"][[2, 0]])
+    assert int(picked[1]["labels"]) == int(plain[1]["labels"])

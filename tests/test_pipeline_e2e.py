@@ -15,7 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 import duin
-from duin.commands import register
+from duin.cli import register
 
 TINY = """
 seed: 3
@@ -142,7 +142,7 @@ def test_cli_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_demo_beats_five_times_chance(tmp_path):
     """The packaged quick demo: 61 words, all three stages, > 5x chance on held-out trials."""
-    from duin.pipeline import run_demo
+    from duin.workflows.demo import run_demo
 
     report = run_demo(tmp_path / "demo", quick=True)
     assert report["n_classes"] == 61

@@ -14,11 +14,12 @@ Two datasets read those files without loading them:
   paper (uniform integer shift in ``[-max_shift, max_shift]``, all channels together, zero
   fill, training only).
 - :class:`PretrainDataset`: one random crop (4 s = 4000 samples by default) per window and
-  epoch, for the VQ-VAE and MAE stages; label ``-1``.
+  epoch, for the VQ-VAE and MAE stages (unlabelled).
 
-Samples are dicts ``{"x": float32 (n_channels, n_times), "subject": int64 scalar, "label":
-int64 scalar}``. Channels are z-scored with a :class:`ChannelStats` computed on training data
-only (:func:`compute_channel_stats`) and zero-padded to the largest subject. Randomness comes
+Samples are dicts ``{"x": float32 (n_channels, n_times), "subject": int64 scalar}`` plus, for
+trials, ``"labels"``: int64 scalar (the name the models' ``labels`` argument takes). Channels are z-scored with a :class:`ChannelStats` computed on training data
+only (:func:`compute_channel_stats`) and zero-padded to the largest subject; ``channel_rows``
+then keeps (and orders) the channels a model sees. Randomness comes
 from ``(seed, epoch, index)``, so results do not depend on worker processes or fetch order;
 call ``set_epoch`` each epoch.
 """
@@ -550,6 +551,7 @@ class _CacheDataset(Dataset):
         subjects: Sequence[str] | None,
         n_channels: int | None,
         seed: int,
+        channel_rows: Sequence[int] | None = None,
     ) -> None:
         self.index = index
         used = sorted(set(recordings))
@@ -573,6 +575,7 @@ class _CacheDataset(Dataset):
             if missing:
                 raise ValueError(f"normalisation statistics lack {stats.by}s {missing}")
         self.stats = stats
+        self.channel_rows = None if channel_rows is None else [int(r) for r in channel_rows]
         self.seed = int(seed)
         self.epoch = 0
 
@@ -581,7 +584,7 @@ class _CacheDataset(Dataset):
         self.epoch = int(epoch)
 
     def _sample(
-        self, entry: CacheEntry, start: int, length: int, label: int
+        self, entry: CacheEntry, start: int, length: int, label: int | None
     ) -> dict[str, torch.Tensor]:
         sig = self.index.signals(entry.recording)
         x = np.asarray(sig[:, start : start + length], dtype=np.float32)  # (C, T)
@@ -589,14 +592,18 @@ class _CacheDataset(Dataset):
             x = self.stats.apply(self.stats.key_of(entry), x)
         return self._finish(x, entry.subject, label)
 
-    def _finish(self, x: np.ndarray, subject: str, label: int) -> dict[str, torch.Tensor]:
+    def _finish(self, x: np.ndarray, subject: str, label: int | None) -> dict[str, torch.Tensor]:
         if x.shape[0] < self.n_channels:  # zero-pad channels to the widest subject
             x = np.concatenate([x, np.zeros((self.n_channels - x.shape[0], x.shape[1]), x.dtype)])
-        return {
+        if self.channel_rows is not None:
+            x = x[self.channel_rows]  # (len(channel_rows), T)
+        sample = {
             "x": torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
             "subject": torch.tensor(self.subject_index[subject], dtype=torch.int64),
-            "label": torch.tensor(label, dtype=torch.int64),
         }
+        if label is not None:
+            sample["labels"] = torch.tensor(label, dtype=torch.int64)
+        return sample
 
 
 class TrialDataset(_CacheDataset):
@@ -622,6 +629,8 @@ class TrialDataset(_CacheDataset):
         Subject order for the ``subject`` index; default the cache's sorted subjects.
     n_channels : int, optional
         Pad to this many channels (default: the widest cached recording).
+    channel_rows : sequence of int, optional
+        After padding, keep only these channel rows, in this order (default all).
     """
 
     def __init__(
@@ -634,8 +643,11 @@ class TrialDataset(_CacheDataset):
         seed: int = 0,
         subjects: Sequence[str] | None = None,
         n_channels: int | None = None,
+        channel_rows: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(index, (t.recording for t in trials), stats, subjects, n_channels, seed)
+        super().__init__(
+            index, (t.recording for t in trials), stats, subjects, n_channels, seed, channel_rows
+        )
         if max_shift < 0:
             raise ValueError(f"max_shift must be >= 0, got {max_shift}")
         self.trials = list(trials)
@@ -693,6 +705,8 @@ class PretrainDataset(_CacheDataset):
         Subject order; default the cache's sorted subjects.
     n_channels : int, optional
         Pad to this many channels.
+    channel_rows : sequence of int, optional
+        After padding, keep only these channel rows, in this order (default all).
     """
 
     def __init__(
@@ -704,8 +718,11 @@ class PretrainDataset(_CacheDataset):
         seed: int = 0,
         subjects: Sequence[str] | None = None,
         n_channels: int | None = None,
+        channel_rows: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(index, (w.recording for w in windows), stats, subjects, n_channels, seed)
+        super().__init__(
+            index, (w.recording for w in windows), stats, subjects, n_channels, seed, channel_rows
+        )
         if crop_len < 1:
             raise ValueError(f"crop_len must be >= 1, got {crop_len}")
         self.crop_len = int(crop_len)
@@ -737,4 +754,4 @@ class PretrainDataset(_CacheDataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         entry = self._spans[i][0]
-        return self._sample(entry, self.crop_start(i), self.crop_len, -1)
+        return self._sample(entry, self.crop_start(i), self.crop_len, None)

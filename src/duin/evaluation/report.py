@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from duin._version import __version__
 from duin.evaluation.metrics import aggregate_runs
 from duin.utils.io import atomic_write_json, atomic_write_text
 
@@ -186,7 +187,6 @@ def build_report(
             report["oracle_accuracy"] = float(oracle_accuracy)
     if extra:
         report["extra"] = dict(extra)
-    from duin import __version__
 
     report["duin_version"] = __version__
     return report

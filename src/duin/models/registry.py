@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from duin._version import __version__
 from duin.models.duin import DuINClassifier, DuINMAE, DuINVQVAE
 
 __all__ = [
@@ -142,8 +143,6 @@ def save_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         The checkpoint directory.
     """
     from safetensors.torch import save_file
-
-    from duin import __version__
 
     name = _model_name(model)
     path = Path(path)

@@ -242,7 +242,7 @@ def default_load_weights(model: nn.Module, directory: Path) -> None:
 
 
 def default_forward(model: nn.Module, batch: Batch) -> Mapping[str, torch.Tensor]:
-    """Call ``model(**batch)`` (e.g. ``model(x=..., subject=..., label=...)``).
+    """Call ``model(**batch)`` (e.g. ``model(x=..., subject=..., labels=...)``).
 
     Parameters
     ----------
@@ -459,7 +459,7 @@ class Trainer:
         as ``train/<name>``). Create it after seeding for reproducible initialisation.
     train_data : Dataset or DataLoader
         Map-style dataset of dict samples (e.g. ``{"x": (n_channels, n_times) float32,
-        "subject": int64, "label": int64}``). A DataLoader contributes its dataset and
+        "subject": int64, "labels": int64}``). A DataLoader contributes its dataset and
         ``collate_fn``; batching, order and sharding always come from the trainer.
     val_data : Dataset or DataLoader, optional
         Validation data, evaluated every epoch in full on every rank. A DataLoader is used as

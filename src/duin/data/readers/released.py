@@ -215,7 +215,8 @@ def load_pickle(path: str | PathLike[str]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- layout
-def _dataset_root(root: Path) -> Path:
+def dataset_root(root: Path) -> Path:
+    """The ``seeg.he2023xuanwu`` folder of a released Du-IN root (or the folder itself)."""
     for candidate in (root / "data" / DATASET_DIR, root / DATASET_DIR, root):
         if candidate.name == DATASET_DIR and candidate.is_dir():
             return candidate
@@ -251,7 +252,7 @@ def list_released_runs(root: str | PathLike[str], subject: str | int = "001") ->
     list of int
         Run numbers ``k`` of the ``run<k>`` folders, ascending.
     """
-    task_dir = _dataset_root(Path(root)) / _subject_dir_name(subject) / TASK_DIR
+    task_dir = dataset_root(Path(root)) / _subject_dir_name(subject) / TASK_DIR
     if not task_dir.is_dir():
         raise FileNotFoundError(f"{task_dir}: no such subject/task folder")
     runs = []
@@ -389,10 +390,10 @@ def read_released(
     """
     subject_name = _subject_dir_name(subject)
     run_numbers = list_released_runs(root, subject_name) if runs is None else sorted(runs)
-    dataset_root = _dataset_root(Path(root))
+    data_root = dataset_root(Path(root))
     recordings: list[Recording] = []
     for run in run_numbers:
-        run_dir = dataset_root / subject_name / TASK_DIR / f"run{run}" / variant
+        run_dir = data_root / subject_name / TASK_DIR / f"run{run}" / variant
         if not run_dir.is_dir():
             raise FileNotFoundError(f"{run_dir}: no such run folder")
         rec = _read_run(run_dir, subject_name, run, ch_names, sfreq, vocabulary)

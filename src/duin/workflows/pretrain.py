@@ -1,0 +1,219 @@
+"""Stages 1 and 2: the VQ-VAE codex and the masked-code model (MAE), one per subject.
+
+Reads the data (:mod:`duin.workflows.prepare`) and, for the MAE, the VQ-VAE run's
+``channels.json`` and ``sub-XX/checkpoints/last``. Writes a run directory: ``config.yaml``,
+``channels.json`` (plus the channel ranking when stage 1 ranked them), ``data.json`` and one
+trainer run per subject in ``sub-XX/`` (checkpoints, ``metrics.jsonl``, TensorBoard events).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from duin.data.splits import Split, split_trials
+from duin.training.stages import (
+    ClsRunConfig,
+    DataConfig,
+    MAERunConfig,
+    VQVAERunConfig,
+    train_mae,
+    train_vqvae,
+)
+from duin.workflows.prepare import PreparedData, prepare_data, pretrain_sets, resolve_channels
+from duin.workflows.rundir import (
+    cache_dir,
+    check_kind,
+    checkpoint_dir,
+    read_channels,
+    start_run,
+    write_channels,
+    write_data_info,
+)
+
+__all__ = ["pretrain_mae", "pretrain_vqvae"]
+
+logger = logging.getLogger(__name__)
+
+
+def pretrain_vqvae(
+    cfg: VQVAERunConfig,
+    out: str | Path,
+    *,
+    selection: ClsRunConfig | None = None,
+    prepared: PreparedData | None = None,
+    cache: str | Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Stage 1 for every subject: choose channels, then train one VQ-VAE per subject.
+
+    Parameters
+    ----------
+    cfg : VQVAERunConfig
+        Stage configuration.
+    out : str or pathlib.Path
+        Run directory (``out/sub-XX`` per subject; ``checkpoints/last`` is used downstream).
+    selection : ClsRunConfig, optional
+        Classifier recipe for the channel ranking (when ``data.n_channels`` asks for one).
+    prepared : PreparedData, optional
+        Already prepared data (the demo shares it between stages).
+    cache : str or pathlib.Path, optional
+        Preprocessing cache (default ``out/cache``).
+    resume : bool
+        Continue an interrupted run.
+    quiet : bool
+        Hide progress bars.
+
+    Returns
+    -------
+    pathlib.Path
+        The run directory.
+    """
+    out = Path(out)
+    start_run(out, cfg, resume)
+    prepared = prepared or prepare_data(cfg.data, cache_dir(out, cache), quiet=quiet)
+    channels = resolve_channels(prepared, cfg.data, selection, out, seed=cfg.seed, quiet=quiet)
+    infos = {}
+    for subject in prepared.subjects:
+        split = _split_for(prepared, subject, cfg.data, cfg.seed, cfg.protocol)
+        train, val, info = pretrain_sets(
+            prepared,
+            subject,
+            cfg.data,
+            n_times=cfg.model.n_times,
+            seed=cfg.seed,
+            channels=channels[subject],
+            split=split,
+        )
+        infos[subject] = info
+        logger.info("VQ-VAE sub-%s: %d training windows", subject, info["n_train_windows"])
+        fit = train_vqvae(
+            cfg,
+            train,
+            val,
+            out / f"sub-{subject}",
+            n_channels=len(channels[subject]),
+            resume=resume,
+            quiet=quiet,
+        )
+        info["codes_used_val"] = _codes_used(fit.last_dir, val)
+        n_codes = cfg.model.quantizer.n_codes
+        if info["codes_used_val"] <= max(2, n_codes // 100):
+            logger.warning(
+                "sub-%s: the VQ-VAE codex collapsed (%d of %d codes used on validation crops); "
+                "MAE targets will be nearly constant. Train longer, or lower "
+                "model.quantizer.beta / n_codes",
+                subject,
+                info["codes_used_val"],
+                n_codes,
+            )
+    write_data_info(out, prepared, {"stage": "vqvae", "pretraining": infos})
+    return out
+
+
+def _codes_used(ckpt: Path, data: Dataset, max_items: int = 64) -> int:
+    """Distinct codex entries a trained VQ-VAE assigns to (up to ``max_items``) crops."""
+    from duin.models.registry import load_model
+
+    model = load_model(ckpt)
+    items = [data[i] for i in range(min(len(data), max_items))]  # type: ignore[arg-type]
+    x = torch.stack([it["x"] for it in items])
+    codes = model.tokenize(x, torch.stack([it["subject"] for it in items]))  # type: ignore[operator]
+    return int(codes.unique().numel())
+
+
+def _split_for(
+    prepared: PreparedData, subject: str, data: DataConfig, seed: int, protocol: str
+) -> Split | None:
+    """The trial split whose held-out trials pretraining on task runs must avoid."""
+    try:
+        sfreq = prepared.sfreq(subject)
+        trials = prepared.trials(subject, data.trial_offset, data.trial_offset + 3000 / sfreq)
+    except ValueError:
+        return None
+    if not trials:
+        return None
+    return split_trials(
+        trials,
+        seed=seed,
+        ratios=tuple(data.split),  # type: ignore[arg-type]
+        protocol="reference" if protocol == "reference" else "stratified",
+    )
+
+
+def pretrain_mae(
+    cfg: MAERunConfig,
+    out: str | Path,
+    vqvae_run: str | Path,
+    *,
+    prepared: PreparedData | None = None,
+    cache: str | Path | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> Path:
+    """Stage 2 for every subject, with targets from the frozen stage-1 VQ-VAE.
+
+    Parameters
+    ----------
+    cfg : MAERunConfig
+        Stage configuration.
+    out : str or pathlib.Path
+        Run directory.
+    vqvae_run : str or pathlib.Path
+        Run directory of :func:`pretrain_vqvae` (its channels and ``sub-XX/checkpoints/last``).
+    prepared, cache, resume, quiet
+        See :func:`pretrain_vqvae`.
+
+    Returns
+    -------
+    pathlib.Path
+        The run directory.
+    """
+    from duin.models.duin import DuINVQVAE
+    from duin.models.registry import load_model
+
+    out = Path(out)
+    vqvae_run = Path(vqvae_run)
+    channels_all = read_channels(vqvae_run)
+    # Check the hand-off before any work: every subject has a tokenizer of the right shape.
+    tokenizers = {}
+    wanted = cfg.data.subjects or sorted(channels_all)
+    for subject in map(str, wanted):  # fail before any data work
+        check_kind(checkpoint_dir(vqvae_run, subject), ("duin_vqvae",), "pretrain-mae --vqvae")
+    start_run(out, cfg, resume)
+    prepared = prepared or prepare_data(cfg.data, cache_dir(out, cache), quiet=quiet)
+    for subject in prepared.subjects:
+        if subject not in channels_all:
+            raise ValueError(f"{vqvae_run} has no VQ-VAE for subject {subject!r}")
+        tok = load_model(checkpoint_dir(vqvae_run, subject))
+        if not isinstance(tok, DuINVQVAE):
+            raise ValueError(
+                f"{vqvae_run}: sub-{subject} holds a {type(tok).__name__}, not a VQ-VAE"
+            )
+        tokenizers[subject] = tok
+    write_channels(
+        out, {s: channels_all[s] for s in prepared.subjects}, method=f"from {vqvae_run}", seed=None
+    )
+    infos = {}
+    for subject in prepared.subjects:
+        tok = tokenizers[subject]
+        split = _split_for(prepared, subject, cfg.data, cfg.seed, cfg.protocol)
+        train, val, info = pretrain_sets(
+            prepared,
+            subject,
+            cfg.data,
+            n_times=tok.config.n_times,
+            seed=cfg.seed,
+            channels=channels_all[subject],
+            split=split,
+        )
+        infos[subject] = info
+        train_mae(cfg, tok, train, val, out / f"sub-{subject}", resume=resume, quiet=quiet)
+    write_data_info(
+        out, prepared, {"stage": "mae", "vqvae_run": str(vqvae_run), "pretraining": infos}
+    )
+    return out

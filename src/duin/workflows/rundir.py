@@ -1,0 +1,100 @@
+"""Run directories shared by the workflows: their fixed file names and small read/write helpers.
+
+Reads and writes, inside a run directory ``OUT``: ``config.yaml`` (the resolved configuration,
+checked on ``--resume``), ``channels.json`` (channels per subject and how they were chosen),
+``data.json`` (data source and protocol), and finds ``OUT/sub-XX/checkpoints/<name>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from duin.config import config_to_yaml
+from duin.training.stages import write_json
+from duin.utils.io import atomic_write_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from duin.workflows.prepare import PreparedData
+
+__all__ = [
+    "CHANNELS_FILE",
+    "RESULT_FILE",
+    "TRIAL_DATA_FILE",
+    "cache_dir",
+    "check_kind",
+    "checkpoint_dir",
+    "read_channels",
+    "start_run",
+    "write_channels",
+    "write_data_info",
+]
+
+CHANNELS_FILE = "channels.json"
+RESULT_FILE = "result.json"
+TRIAL_DATA_FILE = "trial_data.json"
+
+
+def write_channels(
+    out: Path, chosen: Mapping[str, list[str]], *, method: str, seed: int | None
+) -> None:
+    """Write ``out/channels.json``: the channels of each subject and how they were chosen."""
+    write_json(
+        out / CHANNELS_FILE,
+        {"channels": {s: list(v) for s, v in chosen.items()}, "method": method, "seed": seed},
+    )
+
+
+def read_channels(run: Path) -> dict[str, list[str]]:
+    """Read ``run/channels.json`` (subject -> channel names, in input order)."""
+    path = Path(run) / CHANNELS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: not found; is {run} a duin pretraining run directory?")
+    return {str(k): list(v) for k, v in json.loads(path.read_text())["channels"].items()}
+
+
+def cache_dir(out: Path, cache: str | Path | None) -> Path:
+    """The preprocessing cache: ``cache`` when given, else ``out/cache``."""
+    return Path(cache) if cache is not None else out / "cache"
+
+
+def start_run(out: Path, cfg: Any, resume: bool) -> None:
+    """Create ``out`` and write its ``config.yaml``; refuse another configuration unless resuming."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "config.yaml"
+    text = config_to_yaml(cfg)
+    if saved.is_file() and not resume and saved.read_text() != text:
+        raise FileExistsError(
+            f"{out} already holds a run with another configuration; use --resume to continue "
+            "it or choose another --out"
+        )
+    atomic_write_text(saved, text)
+
+
+def write_data_info(out: Path, prepared: PreparedData, extra: Mapping[str, Any]) -> None:
+    """Write ``out/data.json``: the prepared data's description plus ``extra``."""
+    write_json(out / "data.json", {**prepared.describe(), **extra})
+
+
+def checkpoint_dir(run: Path, subject: str, name: str = "last") -> Path:
+    """``run/sub-XX/checkpoints/<name>``, or ``run`` itself when it is a checkpoint."""
+    run = Path(run)
+    if (run / "model.safetensors").is_file():
+        return run
+    path = run / f"sub-{subject}" / "checkpoints" / name
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{path}: no checkpoint for subject {subject!r}; is {run} a finished pretraining run?"
+        )
+    return path
+
+
+def check_kind(ckpt: Path, names: Sequence[str], what: str) -> None:
+    """Raise unless the checkpoint ``ckpt`` holds one of the model kinds ``names``."""
+    meta = json.loads((ckpt / "config.json").read_text())
+    if meta.get("name") not in names:
+        raise ValueError(
+            f"{what} needs a {' or '.join(names)} checkpoint; {ckpt} holds {meta.get('name')!r}"
+        )
