@@ -40,6 +40,7 @@ tools: $(TOOLS)/node_modules/.bin/bids-validator
 lint: setup-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/lint-imports
 
 format: setup-dev
 	$(VENV)/bin/ruff format src tests benchmarks
