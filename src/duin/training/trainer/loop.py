@@ -1,455 +1,59 @@
-"""One generic training loop for every stage and baseline.
-
-:class:`Trainer` trains any ``nn.Module`` whose forward returns a dict with a scalar ``loss``
-(plus optional scalar diagnostics, averaged into the logs). It provides:
-
-- AdamW with decay / no-decay parameter groups (pluggable), linear warm-up + cosine LR set per
-  epoch as the reference does (or per step), gradient clipping and accumulation, AMP on CUDA;
-- validation every epoch and best-epoch selection on validation metrics only (ties keep the
-  earliest epoch; test data never enter the trainer), optional early stopping;
-- ``metrics.jsonl`` (one JSON line per epoch), TensorBoard events, tqdm bars, ``logging``;
-- atomic checkpoints (``checkpoints/last`` resumable, ``checkpoints/best`` weights only) and
-  **exact resume**: a run killed at any point (even SIGKILL) and resumed ends with bit-identical
-  weights and metrics to an uninterrupted run with the same seed (on CPU, and on CUDA with
-  ``deterministic=True`` kernels). Data order is a pure function of ``(seed, epoch)``; the
-  position inside the epoch, all RNG states, optimizer/scaler state and partial-epoch statistics
-  are checkpointed;
-- SIGINT/SIGTERM: the current optimizer step finishes, a complete checkpoint is written and
-  :class:`TrainingInterrupted` is raised (exit code ``128 + signal``);
-- DistributedDataParallel under ``torchrun`` (gloo on CPU, nccl on CUDA) with deterministic
-  sharding; only rank 0 writes files; training statistics are all-reduced.
-
-Run directory layout::
-
-    run_dir/
-      config.yaml        resolved configuration (when given)
-      env.json           versions, git hash, seed, host, device, world size
-      metrics.jsonl      one record per epoch: epoch, step, lr, train/*, val/*, best_epoch
-      train.log          log messages of rank 0
-      tb/                TensorBoard events
-      checkpoints/
-        last/            model.safetensors, config.json, optimizer.pt, trainer_state.json
-        best/            model.safetensors, config.json, best.json (weights only)
-        epoch-NNNN/      optional weights-only snapshots
+"""The training loop: :class:`Trainer` (setup, data loaders, AMP, signals, evaluation, LR
+schedule, epochs and steps, best-epoch selection).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
+from torch.utils.data import DataLoader, Dataset, default_collate
 
-from duin.config import OptimConfig, TrainerConfig, config_to_yaml, load_yaml, to_dict
+from duin.config import OptimConfig, TrainerConfig
 from duin.training import distributed as ddp_utils
 from duin.training.schedule import lr_at_epoch, lr_at_step
-from duin.utils.env import env_info
-from duin.utils.io import atomic_dir, atomic_write_json, atomic_write_text, recover_dir
-from duin.utils.seeding import derive_seed, get_rng_state, seed_everything, set_rng_state
-
-__all__ = [
-    "Batch",
-    "EpochBatchSampler",
-    "TrainResult",
-    "Trainer",
-    "TrainingInterrupted",
-    "default_forward",
-    "default_load_weights",
-    "default_param_groups",
-    "default_save_model",
-]
+from duin.training.trainer.batching import (
+    EpochBatchSampler,
+    _amp_dtype,
+    _as_dataset,
+    _batch_size,
+    _DeviceLoader,
+    _resolve_device,
+    _scalar_outputs,
+    _to_device,
+)
+from duin.training.trainer.checkpointing import _RunDirMixin
+from duin.training.trainer.hooks import (
+    Batch,
+    EvaluateFn,
+    ForwardFn,
+    LoadWeightsFn,
+    ParamGroupsFn,
+    SaveModelFn,
+    TrainingInterrupted,
+    TrainResult,
+    default_forward,
+    default_load_weights,
+    default_param_groups,
+    default_save_model,
+)
+from duin.training.trainer.logs import _LogsMixin
+from duin.utils.seeding import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
 
-#: A batch: a dict of tensors (``x`` (batch, n_channels, n_times), ``subject`` (batch,), ...).
-Batch = dict[str, Any]
-ForwardFn = Callable[[nn.Module, Batch], Mapping[str, torch.Tensor]]
-EvaluateFn = Callable[[nn.Module, Iterable[Batch]], Mapping[str, float]]
-ParamGroupsFn = Callable[[nn.Module, float], list[dict[str, Any]]]
-SaveModelFn = Callable[[nn.Module, Path], Any]
-LoadWeightsFn = Callable[[nn.Module, Path], Any]
 
-_STATE_VERSION = 1
-_STATE_FILE = "trainer_state.json"
-_OPTIM_FILE = "optimizer.pt"
-_WEIGHTS_FILE = "model.safetensors"
-
-
-class TrainingInterrupted(RuntimeError):
-    """Training stopped on SIGINT/SIGTERM after writing a complete, resumable checkpoint.
-
-    Parameters
-    ----------
-    signum : int
-        The signal received.
-    run_dir : pathlib.Path
-        The run directory to resume.
-    """
-
-    def __init__(self, signum: int, run_dir: Path) -> None:
-        self.signum = int(signum)
-        self.run_dir = Path(run_dir)
-        name = signal.Signals(self.signum).name
-        super().__init__(
-            f"training interrupted by {name}; resumable checkpoint in {self.run_dir} "
-            "(run the same command with --resume)"
-        )
-
-    @property
-    def exit_code(self) -> int:
-        """Conventional shell exit status ``128 + signal``."""
-        return 128 + self.signum
-
-
-@dataclass
-class TrainResult:
-    """What :meth:`Trainer.fit` returns.
-
-    Parameters
-    ----------
-    run_dir : pathlib.Path
-        The run directory.
-    epochs_completed : int
-        Number of finished epochs.
-    global_step : int
-        Number of optimizer steps taken.
-    best_epoch : int or None
-        Zero-based epoch with the best selection metric (None without validation).
-    best_metric : float or None
-        Its value.
-    stopped_early : bool
-        True when early stopping ended the run.
-    history : list of dict
-        The ``metrics.jsonl`` records (on rank 0; empty on other ranks).
-    """
-
-    run_dir: Path
-    epochs_completed: int
-    global_step: int
-    best_epoch: int | None
-    best_metric: float | None
-    stopped_early: bool
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def last_dir(self) -> Path:
-        """Resumable checkpoint of the final state."""
-        return self.run_dir / "checkpoints" / "last"
-
-    @property
-    def best_dir(self) -> Path:
-        """Weights of the best epoch."""
-        return self.run_dir / "checkpoints" / "best"
-
-
-# ---------------------------------------------------------------------------------------------
-# Pluggable defaults
-# ---------------------------------------------------------------------------------------------
-
-
-def default_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups as in the reference: no decay for ndim <= 1 tensors and ``*.bias``.
-
-    Frozen parameters are left out.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model.
-    weight_decay : float
-        Decay of the "decay" group.
-
-    Returns
-    -------
-    list of dict
-        Optimizer parameter groups (empty groups omitted).
-    """
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        if param.ndim <= 1 or name.endswith(".bias"):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return [g for g in groups if g["params"]]
-
-
-def default_save_model(model: nn.Module, directory: Path) -> None:
-    """Write ``model.safetensors`` (all parameters and persistent buffers) and ``config.json``.
-
-    Registered duin models (with a ``registry_name``) are written with
-    ``duin.models.registry.save_model`` so that ``duin.load_model`` rebuilds them. Other modules
-    get a plain safetensors file and a ``config.json`` with the class name and ``model.config``
-    (when the model has one).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model (not wrapped in DDP).
-    directory : pathlib.Path
-        Existing directory to write into.
-    """
-    if getattr(model, "registry_name", ""):
-        # A registered duin model: write the checkpoint duin.load_model reads.
-        from duin.models.registry import save_model as registry_save
-
-        registry_save(model, directory)
-        return
-    from safetensors.torch import save_model
-
-    save_model(model, str(directory / _WEIGHTS_FILE))
-    config = getattr(model, "config", None)
-    payload: dict[str, Any] = {"class": f"{type(model).__module__}.{type(model).__qualname__}"}
-    if config is not None:
-        payload["config"] = to_dict(config)
-    (directory / "config.json").write_text(json.dumps(payload, indent=2) + "\n")
-
-
-def default_load_weights(model: nn.Module, directory: Path) -> None:
-    """Load ``model.safetensors`` from a checkpoint directory into ``model`` (strict).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The model to fill (on its current device).
-    directory : pathlib.Path
-        Checkpoint directory.
-    """
-    from safetensors.torch import load_model
-
-    first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
-    load_model(model, str(directory / _WEIGHTS_FILE), strict=True, device=str(device))
-
-
-def default_forward(model: nn.Module, batch: Batch) -> Mapping[str, torch.Tensor]:
-    """Call ``model(**batch)`` (e.g. ``model(x=..., subject=..., labels=...)``).
-
-    Parameters
-    ----------
-    model : nn.Module
-        The (possibly DDP-wrapped) model.
-    batch : dict
-        Batch already on the model's device.
-
-    Returns
-    -------
-    Mapping[str, torch.Tensor]
-        The model's outputs, with a scalar ``loss``.
-    """
-    return model(**batch)
-
-
-# ---------------------------------------------------------------------------------------------
-# Deterministic, resumable, sharded batch order
-# ---------------------------------------------------------------------------------------------
-
-
-class EpochBatchSampler:
-    """Index batches whose order is a pure function of ``(seed, epoch)``, sharded over ranks.
-
-    Each epoch draws a permutation from a ``torch.Generator`` seeded with
-    ``derive_seed(seed, "train-order", epoch)``, pads it (repeating its head) to a multiple of
-    ``world_size`` so every rank gets the same number of batches, takes every ``world_size``-th
-    index from ``rank``, and cuts it into ``micro_batch`` chunks (the last may be shorter).
-    ``set_epoch(epoch, start=k)`` skips the first ``k`` batches without touching the data.
-
-    Parameters
-    ----------
-    n_samples : int
-        Dataset length.
-    micro_batch : int
-        Samples per batch on this rank.
-    seed : int
-        Run seed.
-    shuffle : bool
-        Permute (train) or keep order (evaluation).
-    rank, world_size : int
-        Shard of this process.
-    """
-
-    def __init__(
-        self,
-        n_samples: int,
-        micro_batch: int,
-        *,
-        seed: int,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        if n_samples <= 0:
-            raise ValueError("the training dataset is empty")
-        if micro_batch <= 0:
-            raise ValueError(f"micro_batch must be >= 1, got {micro_batch}")
-        self.n_samples = n_samples
-        self.micro_batch = micro_batch
-        self.seed = seed
-        self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.start = 0
-
-    @property
-    def shard_size(self) -> int:
-        """Samples per rank per epoch (after padding)."""
-        return math.ceil(self.n_samples / self.world_size)
-
-    def __len__(self) -> int:
-        return math.ceil(self.shard_size / self.micro_batch)
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select the epoch's order and the first batch to yield.
-
-        Parameters
-        ----------
-        epoch : int
-            Zero-based epoch.
-        start : int
-            Number of batches already consumed in this epoch (resume).
-        """
-        self.epoch = epoch
-        self.start = start
-
-    def batches(self) -> list[list[int]]:
-        """All batches of the current epoch for this rank (including skipped ones)."""
-        if self.shuffle:
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "train-order", self.epoch))
-            order = torch.randperm(self.n_samples, generator=gen).tolist()
-        else:
-            order = list(range(self.n_samples))
-        total = self.shard_size * self.world_size
-        while len(order) < total:
-            order.extend(order[: total - len(order)])
-        shard = order[self.rank : total : self.world_size]
-        return [shard[i : i + self.micro_batch] for i in range(0, len(shard), self.micro_batch)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()[self.start :]
-
-
-# ---------------------------------------------------------------------------------------------
-# Helpers
-# ---------------------------------------------------------------------------------------------
-
-
-def _to_device(obj: Any, device: torch.device, non_blocking: bool = False) -> Any:
-    if isinstance(obj, torch.Tensor):
-        return obj.to(device, non_blocking=non_blocking)
-    if isinstance(obj, Mapping):
-        return {k: _to_device(v, device, non_blocking) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(_to_device(v, device, non_blocking) for v in obj)
-    return obj
-
-
-def _batch_size(batch: Any) -> int:
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.ndim else 1
-    if isinstance(batch, Mapping):
-        if "x" in batch and isinstance(batch["x"], torch.Tensor):
-            return int(batch["x"].shape[0])
-        for value in batch.values():
-            if isinstance(value, torch.Tensor) and value.ndim:
-                return int(value.shape[0])
-    if isinstance(batch, list | tuple) and batch:
-        return _batch_size(batch[0])
-    return 1
-
-
-def _scalar_outputs(out: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """The 0-dim floating tensors of a model output (logged as averaged metrics)."""
-    return {
-        k: v.detach()
-        for k, v in out.items()
-        if isinstance(v, torch.Tensor) and v.ndim == 0 and v.is_floating_point()
-    }
-
-
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"trainer.device={name!r} but CUDA is not available")
-        if name == "cuda":
-            return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision. AMP is always off on CPU."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(data, Mapping):
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
-
-
-def _as_dataset(data: Any, what: str) -> tuple[Dataset, Callable | None, int | None]:
-    """Accept a map-style Dataset or a DataLoader (whose dataset and collate_fn are reused)."""
-    if isinstance(data, DataLoader):
-        dataset, collate, batch = data.dataset, data.collate_fn, data.batch_size
-    else:
-        dataset, collate, batch = data, None, None
-    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
-        raise TypeError(
-            f"{what} must be a map-style Dataset (with __len__ and __getitem__) or a DataLoader "
-            f"over one, got {type(dataset).__name__}"
-        )
-    return dataset, collate, batch
-
-
-class _DeviceLoader:
-    """Iterate a loader and move each batch to the device (what evaluate_fn receives)."""
-
-    def __init__(self, loader: Iterable[Batch], device: torch.device) -> None:
-        self.loader = loader
-        self.device = device
-
-    def __iter__(self) -> Iterator[Batch]:
-        for batch in self.loader:
-            yield _to_device(batch, self.device, non_blocking=True)
-
-    def __len__(self) -> int:
-        return len(self.loader)  # type: ignore[arg-type]
-
-
-# ---------------------------------------------------------------------------------------------
-# The trainer
-# ---------------------------------------------------------------------------------------------
-
-
-class Trainer:
+class Trainer(_RunDirMixin, _LogsMixin):
     """Train a model with validation, selection, logging, checkpoints and exact resume.
 
     Parameters
@@ -693,184 +297,6 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    # ------------------------------------------------------------------------ run dir
-
-    def _prepare_run_dir(self) -> dict[str, Any] | None:
-        """Create the run directory; return the saved trainer state when resuming."""
-        if self.dist.is_main and self.ckpt_dir.is_dir():
-            # Finish or undo directory swaps interrupted by a kill; drop half-written temps.
-            for name in ("last", "best"):
-                recover_dir(self.ckpt_dir / name)
-            for trash in self.ckpt_dir.glob(".trash-*"):
-                name = trash.name[len(".trash-") :].rsplit("-", 1)[0]
-                recover_dir(self.ckpt_dir / name)
-            # Every other hidden entry is a temporary of an unfinished write (ours or a
-            # save_model_fn's own temp directory).
-            for leftover in self.ckpt_dir.glob(".*"):
-                if leftover.is_dir():
-                    shutil.rmtree(leftover, ignore_errors=True)
-                else:
-                    leftover.unlink(missing_ok=True)
-        ddp_utils.barrier()
-        last = self.ckpt_dir / "last" if (self.ckpt_dir / "last").is_dir() else None
-        if last is not None and not self.resume:
-            raise FileExistsError(
-                f"run directory {self.run_dir} already holds a run (checkpoints/last); "
-                "resume it with --resume or choose another --out"
-            )
-        if self.config is not None:
-            saved = self.run_dir / "config.yaml"
-            if last is not None and saved.is_file():
-                self._check_same_config(saved)
-        if last is None:
-            if self.dist.is_main:
-                self.run_dir.mkdir(parents=True, exist_ok=True)
-                (self.run_dir / "metrics.jsonl").write_text("")
-                # Without checkpoints/last nothing here is resumable: start from a clean slate
-                # (e.g. after a kill before the first checkpoint).
-                for stale in (self.run_dir / "tb", self.ckpt_dir):
-                    if stale.is_dir():
-                        shutil.rmtree(stale)
-                if self.config is not None:
-                    atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
-            ddp_utils.barrier()
-            return None
-        state = json.loads((last / _STATE_FILE).read_text())
-        if state.get("version") != _STATE_VERSION:
-            raise ValueError(f"{last / _STATE_FILE}: unsupported trainer state version")
-        return state
-
-    def _check_same_config(self, saved_path: Path) -> None:
-        saved = _flatten(load_yaml(saved_path))
-        current = _flatten(to_dict(self.config))
-        diff = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        if diff:
-            shown = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff[:5])
-            raise ValueError(
-                f"cannot resume {self.run_dir}: the configuration differs from its config.yaml "
-                f"({shown}); an exact resume needs the same configuration"
-            )
-
-    def _write_env(self, resumed_step: int | None) -> None:
-        if not self.dist.is_main:
-            return
-        info = env_info(
-            seed=self.seed,
-            device=str(self.device),
-            amp=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
-            world_size=self.dist.world_size,
-            resumed_from_step=resumed_step,
-        )
-        atomic_write_json(self.run_dir / "env.json", info)
-
-    # --------------------------------------------------------------------- checkpoints
-
-    def _save_last(self, epoch: int, batch_pos: int) -> None:
-        """Write the resumable checkpoint (collective under DDP; rank 0 writes)."""
-        # Per-rank state: RNG streams and this rank's partial-epoch statistics.
-        per_rank = ddp_utils.all_gather_object(
-            {
-                "rng": get_rng_state(),
-                "train_sums": {k: float(v) for k, v in self.train_sums.items()},
-                "train_count": self.train_count,
-                "log_sum": None if self._log_sum is None else float(self._log_sum),
-                "log_n": self._log_n,
-            }
-        )
-        if self.dist.is_main:
-            metrics_file = self.run_dir / "metrics.jsonl"
-            if self._metrics_handle is not None:
-                self._metrics_handle.flush()
-            state = {
-                "version": _STATE_VERSION,
-                "epoch": epoch,
-                "batch_in_epoch": batch_pos,
-                "global_step": self.global_step,
-                "finished": self.finished,
-                "stopped_early": self.stopped_early,
-                "best_metric": self.best_metric,
-                "best_epoch": self.best_epoch,
-                "epochs_without_improvement": self.bad_epochs,
-                "metrics_offset": metrics_file.stat().st_size if metrics_file.exists() else 0,
-                "seed": self.seed,
-                "world_size": self.dist.world_size,
-                "n_train_samples": self.sampler.n_samples,
-                "micro_batch": self.micro_batch,
-                "grad_accum_steps": self.optim_cfg.grad_accum_steps,
-                "ranks": per_rank,
-            }
-            with atomic_dir(self.ckpt_dir / "last") as tmp:
-                self.save_model_fn(self.raw_model, tmp)
-                torch.save(
-                    {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict()},
-                    tmp / _OPTIM_FILE,
-                )
-                (tmp / _STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
-        ddp_utils.barrier()
-
-    def _save_weights(self, name: str, info: dict[str, Any]) -> None:
-        if not self.dist.is_main:
-            return
-        with atomic_dir(self.ckpt_dir / name) as tmp:
-            self.save_model_fn(self.raw_model, tmp)
-            (tmp / f"{name.split('-')[0]}.json").write_text(json.dumps(info, indent=2) + "\n")
-
-    def _prune_snapshots(self) -> None:
-        if not self.dist.is_main or self.cfg.keep_last is None:
-            return
-        snapshots = sorted(self.ckpt_dir.glob("epoch-[0-9]*"))
-        for old in snapshots[: -self.cfg.keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def _load_last(self, state: dict[str, Any]) -> None:
-        last = self.ckpt_dir / "last"
-        if state.get("world_size", 1) != self.dist.world_size:
-            raise ValueError(
-                f"cannot resume {self.run_dir}: it was trained with world_size="
-                f"{state.get('world_size')} and now runs with {self.dist.world_size}"
-            )
-        now = {
-            "n_train_samples": self.sampler.n_samples,
-            "micro_batch": self.micro_batch,
-            "grad_accum_steps": self.optim_cfg.grad_accum_steps,
-        }
-        for key, value in now.items():
-            if state.get(key, value) != value:
-                raise ValueError(
-                    f"cannot resume {self.run_dir}: it was trained with {key}={state[key]} and "
-                    f"now runs with {key}={value}; an exact resume needs the same data and batching"
-                )
-        self.load_weights_fn(self.raw_model, last)
-        blob = torch.load(last / _OPTIM_FILE, map_location=self.device, weights_only=True)
-        self.optimizer.load_state_dict(blob["optimizer"])
-        self.scaler.load_state_dict(blob["scaler"])
-        self.global_step = int(state["global_step"])
-        self.finished = bool(state.get("finished", False))
-        self.stopped_early = bool(state.get("stopped_early", False))
-        self.best_metric = state["best_metric"]
-        self.best_epoch = state["best_epoch"]
-        self.bad_epochs = int(state["epochs_without_improvement"])
-        mine = state["ranks"][self.dist.rank]
-        self.train_sums = {
-            k: torch.tensor(v, dtype=torch.float64, device=self.device)
-            for k, v in mine["train_sums"].items()
-        }
-        self.train_count = int(mine["train_count"])
-        log_sum = mine["log_sum"]
-        self._log_sum = (
-            None
-            if log_sum is None
-            else torch.tensor(log_sum, dtype=torch.float64, device=self.device)
-        )
-        self._log_n = int(mine["log_n"])
-        set_rng_state(mine["rng"])
-        # Records written after this checkpoint (by the killed process) are dropped; they will
-        # be recomputed identically.
-        if self.dist.is_main:
-            metrics_file = self.run_dir / "metrics.jsonl"
-            with open(metrics_file, "a+b") as handle:
-                handle.truncate(int(state["metrics_offset"]))
-
     # ------------------------------------------------------------------------- signals
 
     @contextlib.contextmanager
@@ -935,62 +361,6 @@ class Trainer:
                 return {k: float(v.item()) / max(count, 1) for k, v in sums.items()}
         finally:
             model.train(was_training)
-
-    # ----------------------------------------------------------------------- logging
-
-    def _open_logs(self, resumed_step: int | None) -> None:
-        self._metrics_handle = None
-        self._tb = None
-        self._log_handler: logging.Handler | None = None
-        if not self.dist.is_main:
-            return
-        self._metrics_handle = open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8")
-        handler = logging.FileHandler(self.run_dir / "train.log", encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.setLevel(logging.INFO)
-        duin_logger = logging.getLogger("duin")
-        duin_logger.addHandler(handler)
-        # train.log always gets INFO; without a configured level nothing else changes (the
-        # root logger's last-resort handler still shows warnings only).
-        self._restore_level = duin_logger.level
-        if duin_logger.level == logging.NOTSET:
-            duin_logger.setLevel(logging.INFO)
-        self._log_handler = handler
-        if self.cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            # purge_step drops events logged after the checkpoint by a killed process.
-            purge = None if resumed_step is None else resumed_step + 1
-            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"), purge_step=purge)
-
-    def _close_logs(self) -> None:
-        if self._metrics_handle is not None:
-            self._metrics_handle.close()
-            self._metrics_handle = None
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-        if self._log_handler is not None:
-            logging.getLogger("duin").removeHandler(self._log_handler)
-            logging.getLogger("duin").setLevel(self._restore_level)
-            self._log_handler.close()
-            self._log_handler = None
-
-    def _write_record(self, record: dict[str, Any]) -> None:
-        if self._metrics_handle is not None:
-            self._metrics_handle.write(json.dumps(record) + "\n")
-            self._metrics_handle.flush()
-        if self._tb is not None:
-            for key, value in record.items():
-                if key not in ("epoch", "step", "best_epoch") and isinstance(value, int | float):
-                    self._tb.add_scalar(key, value, record["step"])
-            self._tb.flush()
-
-    def _read_history(self) -> list[dict[str, Any]]:
-        path = self.run_dir / "metrics.jsonl"
-        if not path.is_file():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
     # ------------------------------------------------------------------------- schedule
 
