@@ -252,7 +252,8 @@ def rank_channels(
     ChannelRanking
         All channels, best first.
     """
-    from duin.training.stages import _model_config, _param_groups, _save, load_weights
+    from duin.models.registry import save_model
+    from duin.training.stages import load_weights, model_config, param_groups_fn
     from duin.training.trainer import Trainer
 
     x_train = np.asarray(x_train, dtype=np.float32)
@@ -265,7 +266,7 @@ def rank_channels(
     torch.manual_seed(seed)
     from duin.models.duin import DuINClassifier
 
-    cfg = _model_config(model_cfg, ClassifierConfig, n_channels=len(ch_names), n_subjects=1)
+    cfg = model_config(model_cfg, ClassifierConfig, n_channels=len(ch_names), n_subjects=1)
     model = DuINClassifier(cfg)
     trainer_cfg = dataclasses.replace(
         trainer,
@@ -282,8 +283,8 @@ def rank_channels(
         optim=optim,
         trainer=trainer_cfg,
         seed=seed,
-        param_groups_fn=_param_groups(False),
-        save_model_fn=_save,
+        param_groups_fn=param_groups_fn(False),
+        save_model_fn=save_model,
         load_weights_fn=load_weights,
         quiet=quiet,
     ).fit()

@@ -27,7 +27,7 @@ import dataclasses
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -299,7 +299,9 @@ def _save(model: nn.Module, directory: Path) -> None:
     save_model(model, directory)
 
 
-def _param_groups(reference: bool):
+def param_groups_fn(reference: bool) -> Callable[[nn.Module, float], list[dict[str, Any]]]:
+    """The trainer's ``param_groups_fn``: decay/no-decay groups (the reference's with ``reference``)."""
+
     def groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         return [
             g
@@ -310,7 +312,8 @@ def _param_groups(reference: bool):
     return groups
 
 
-def _model_config(cfg: Any, cls: type, **overrides: Any) -> Any:
+def model_config(cfg: Any, cls: type, **overrides: Any) -> Any:
+    """A model configuration of class ``cls`` from ``cfg`` (dataclass or dict) plus ``overrides``."""
     data = dataclasses.asdict(cfg) if not isinstance(cfg, dict) else dict(cfg)
     data.update(overrides)
     return cls.from_dict(data)
@@ -342,7 +345,7 @@ def _fit(
         "trainer": cfg.trainer,
         "seed": cfg.seed,
         "config": cfg,
-        "param_groups_fn": _param_groups(cfg.protocol == "reference"),
+        "param_groups_fn": param_groups_fn(cfg.protocol == "reference"),
         "save_model_fn": _save,
         "load_weights_fn": load_weights,
     }
@@ -451,7 +454,7 @@ def train_vqvae(
         ``checkpoints/last`` is the tokenizer used downstream (reference §3.3).
     """
     torch.manual_seed(cfg.seed)
-    model_cfg = _model_config(cfg.model, VQVAEConfig, n_channels=n_channels, n_subjects=1)
+    model_cfg = model_config(cfg.model, VQVAEConfig, n_channels=n_channels, n_subjects=1)
     model = DuINVQVAE(model_cfg)
     _log_model("VQ-VAE", model)
     return _fit(model, cfg, train_data, val_data, run_dir, resume=resume, quiet=quiet)
@@ -490,7 +493,7 @@ def train_mae(
     """
     tc = tokenizer.config
     torch.manual_seed(cfg.seed)
-    model_cfg = _model_config(
+    model_cfg = model_config(
         cfg.model,
         MAEConfig,
         n_codes=tc.quantizer.n_codes,
@@ -569,7 +572,7 @@ def build_classifier(
         if variant == "vqvae+vq":
             overrides["quantize_features"] = True
             overrides["quantizer"] = dataclasses.asdict(src.quantizer)  # type: ignore[attr-defined]
-    model = DuINClassifier(_model_config(model_cfg, ClassifierConfig, **overrides))
+    model = DuINClassifier(model_config(model_cfg, ClassifierConfig, **overrides))
     if init is not None:
         transfer_encoder(init, model, include_quantizer=variant == "vqvae+vq")
     return model
