@@ -253,10 +253,15 @@ def test_config_module_does_not_import_torch() -> None:
 def test_transfer_encoder_and_shape_mismatch() -> None:
     torch.manual_seed(0)
     vqvae = _small_vqvae()
+    with torch.no_grad():  # off the initial values, which any two fresh models share
+        for tensor in vqvae.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor) + 0.5)
     cls = DuINClassifier(ClassifierConfig(**SMALL))
     transfer_encoder(vqvae, cls)
     for name in ("subject_layer", "tokenizer", "encoder"):
         src, dst = getattr(vqvae, name).state_dict(), getattr(cls, name).state_dict()
+        assert src.keys() == dst.keys(), name
         assert all(torch.equal(src[k], dst[k]) for k in src), name
     other = DuINClassifier(ClassifierConfig(**SMALL, n_channels=12))
     with pytest.raises(ValueError, match=r"subject_layer\.weight.*channel count"):
