@@ -115,10 +115,40 @@ def test_reference_selection_rounds_to_four_decimals():
     assert select_epoch(hist, "clean")["epoch"] == 0
 
 
+ENCODER_PARTS = ("subject_layer", "tokenizer", "encoder")
+
+
+def _assert_encoder_copied(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+    """Every tensor of the pretrained encoder (subject layer, tokenizer with BatchNorm
+    statistics, transformer blocks) is in the classifier, and the fresh head is not pretrained."""
+    src_state, dst_state = src.state_dict(), dst.state_dict()
+    keys = [k for k in src_state if k.split(".")[0] in ENCODER_PARTS]
+    for part in ENCODER_PARTS:
+        assert any(k.startswith(part + ".") for k in keys), part
+    assert any(".blocks." in k for k in keys) and any("running_mean" in k for k in keys)
+    for key in keys:
+        assert torch.equal(dst_state[key], src_state[key]), key
+    assert {k.split(".")[0] for k in dst_state} - set(ENCODER_PARTS) <= {"head", "quantizer"}
+
+
+def _as_if_trained(model: torch.nn.Module) -> torch.nn.Module:
+    """Move every tensor off its initial value (fresh LayerNorm/BatchNorm tensors are equal in
+    any two models), so that a tensor left untransferred is seen."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor) + 0.5)
+            elif tensor.dtype == torch.int64 and tensor.dim() == 0:
+                tensor.add_(7)  # BatchNorm num_batches_tracked
+    return model
+
+
 def test_build_classifier_variants_transfer_weights():
     torch.manual_seed(0)
-    vq = _vqvae()
-    mae = DuINMAE(MAEConfig.from_dict({"n_channels": 3, "n_times": 400, "n_codes": 8, **TINY}))
+    vq = _as_if_trained(_vqvae())
+    mae = _as_if_trained(
+        DuINMAE(MAEConfig.from_dict({"n_channels": 3, "n_times": 400, "n_codes": 8, **TINY}))
+    )
     cfg = _cls_cfg()
     scratch = build_classifier(cfg, n_channels=3, variant="scratch")
     assert scratch.quantizer is None and scratch.config.n_channels == 3
@@ -132,8 +162,8 @@ def test_build_classifier_variants_transfer_weights():
     for key, value in vq.quantizer.state_dict().items():
         assert torch.equal(with_vq.quantizer.state_dict()[key], value)
     from_mae = build_classifier(cfg, n_channels=3, variant="mae", init=mae)
-    for key, value in mae.subject_layer.state_dict().items():
-        assert torch.equal(from_mae.subject_layer.state_dict()[key], value)
+    _assert_encoder_copied(mae, from_mae)
+    _assert_encoder_copied(vq, from_vq)
     # the pretrained architecture wins over the classifier's own fields
     big = _cls_cfg(n_blocks=3)
     assert build_classifier(big, n_channels=3, variant="mae", init=mae).config.n_blocks == 1

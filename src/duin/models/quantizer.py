@@ -121,8 +121,13 @@ class NormEMAVectorQuantizer(nn.Module):
     Notes
     -----
     Buffers: ``codebook (n_codes, d_code)`` (unit rows), ``initted`` (0-d bool), ``counts``
-    ``(n_codes,)`` (usage EMA, logging / dead-code detection only).
+    ``(n_codes,)`` (usage EMA, logging / dead-code detection only). While the k-means pool fills
+    (``init_mode="accumulate"``, before init) the state dict also holds it as ``kmeans_pool``
+    ``(n_pooled, d_code)``, so a run checkpointed then resumes exactly; the key is absent
+    otherwise (and in checkpoints written before it existed), which loads as an empty pool.
     """
+
+    optional_state_keys = ("kmeans_pool",)  # see the Notes; load_state_checked accepts it
 
     def __init__(self, d_model: int, config: QuantizerConfig | None = None) -> None:
         super().__init__()
@@ -139,11 +144,32 @@ class NormEMAVectorQuantizer(nn.Module):
         )
         self.register_buffer("initted", torch.tensor(not config.kmeans_init))
         self.register_buffer("counts", torch.zeros(config.n_codes))
-        self._pool: list[torch.Tensor] = []  # k-means pool (accumulate mode), not state
+        self._pool: list[torch.Tensor] = []  # k-means pool (accumulate mode), see Notes
         self._pool_size = 0
         for linear in (self.pre_proj[0], self.pre_proj[2], self.post_proj):
             trunc_normal_(linear.weight)
             nn.init.zeros_(linear.bias)
+
+    # ------------------------------------------------------------------ state
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._pool:
+            destination[prefix + "kmeans_pool"] = torch.cat(self._pool)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        pool = state_dict.pop(prefix + "kmeans_pool", None)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if pool is not None and (pool.dim() != 2 or pool.shape[1] != self.d_code):
+            error_msgs.append(
+                f"{prefix}kmeans_pool: expected shape (n, {self.d_code}), got {tuple(pool.shape)}"
+            )
+            return
+        self._pool = [] if pool is None or not len(pool) else [pool.detach().cpu().clone()]
+        self._pool_size = sum(p.shape[0] for p in self._pool)
 
     # ------------------------------------------------------------------ lookups
     def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
