@@ -246,9 +246,10 @@ def load_recordings(data: DataConfig, *, quiet: bool = False) -> LoadedData:
 
                 recs[subject] = read_bids(root, subject)
             else:
-                from duin.data.readers.released import read_released
+                from duin.data.readers.released import read_released, read_released_pretrain
 
-                recs[subject] = read_released(root, subject)
+                # Task runs, then the paper's pretraining files (one event-free recording each).
+                recs[subject] = read_released(root, subject) + read_released_pretrain(root, subject)
     if data.subjects is not None:
         unknown = sorted(set(map(str, data.subjects)) - set(recs))
         if unknown:
