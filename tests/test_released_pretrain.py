@@ -125,6 +125,20 @@ def test_pipeline_pretrains_on_the_released_pretraining_files(tmp_path):
     assert [(w.start, w.stop) for w in windows] == [(0.0, 8.0)] * 4
 
 
+def test_paper_window_step_gives_the_files_windows():
+    """``data.pretrain_step`` (paper recipe: 4 s) cuts a recording as the writer cuts files."""
+    rec = rest(30.0)
+    windows = pretrain_windows([rec], length=8.0, step=4.0)
+    assert [(w.start, w.stop) for w in windows] == [(4.0 * i, 4.0 * i + 8.0) for i in range(6)]
+    back_to_back = pretrain_windows([rec], length=8.0)
+    assert [(w.start, w.stop) for w in back_to_back] == [(0.0, 8.0), (8.0, 16.0), (16.0, 30.0)]
+    assert [(w.start, w.stop) for w in pretrain_windows([rest(6.0)], length=8.0, step=4.0)] == [
+        (0.0, 6.0)
+    ]
+    with pytest.raises(ValueError, match="step must be > 0"):
+        pretrain_windows([rec], length=8.0, step=0.0)
+
+
 def _harness() -> Path | None:
     env = os.environ.get("DUIN_REFERENCE_CODE")
     code = Path(env) if env else REPO.parent / "shared" / "reference" / "du-in-code"

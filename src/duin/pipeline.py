@@ -559,7 +559,11 @@ def _pretrain_sets(
     crop_s = n_times / sfreq
     held = split if (mode == "all" and split is not None) else None
     windows = pretrain_windows(
-        spans, held, length=max(data.pretrain_window, crop_s), min_length=crop_s
+        spans,
+        held,
+        length=max(data.pretrain_window, crop_s),
+        min_length=crop_s,
+        step=data.pretrain_step,
     )
     if data.max_pretrain_windows is not None and len(windows) > data.max_pretrain_windows:
         pick = np.linspace(0, len(windows) - 1, data.max_pretrain_windows).round().astype(int)
@@ -593,6 +597,7 @@ def _pretrain_sets(
         "n_train_windows": len(train_w),
         "n_val_windows": len(val_w),
         "window_s": max(data.pretrain_window, crop_s),
+        "window_step_s": data.pretrain_step,
         "crop_samples": n_times,
         "normalization": "per-channel z-score over the pretraining training windows",
     }
