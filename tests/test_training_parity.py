@@ -43,6 +43,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -57,9 +58,6 @@ from duin.models.duin import optimizer_param_groups
 from duin.models.registry import load_model
 from duin.training.schedule import lr_at_epoch
 from duin.training.stages import load_stage_config
-
-# The paper's code has regex strings with invalid escapes (warned when it is compiled).
-pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
 
 REL_TOL = 1e-5
 ABS_FLOOR = 1e-12  # scale floor: loss_vq is ~1e-17 right after a k-means on the batch itself
@@ -88,9 +86,12 @@ def ref() -> SimpleNamespace:
     sys.dont_write_bytecode = True  # never write __pycache__ into the reference tree
     sys.path.insert(0, str(path))
     try:
-        duin_ref = importlib.import_module("models.duin.duin")
-        params = importlib.import_module("params.duin_params")
-        optim = importlib.import_module("utils.model.torch")
+        with warnings.catch_warnings():
+            # Its regex strings have invalid escapes, warned about when it is compiled.
+            warnings.filterwarnings("ignore", "invalid escape sequence", DeprecationWarning)
+            duin_ref = importlib.import_module("models.duin.duin")
+            params = importlib.import_module("params.duin_params")
+            optim = importlib.import_module("utils.model.torch")
     finally:
         sys.path[:] = old_path
         sys.dont_write_bytecode = old_bytecode
@@ -162,6 +163,24 @@ def _recipe(stage: str, ref_params: Any) -> Any:
     return cfg
 
 
+def _check_decay_groups(ours: Any, theirs: Any, groups: list[dict], factory: Any) -> None:
+    """Our decayed tensors are exactly those the paper's optimiser factory decays."""
+    theirs_groups = factory.get_param_groups(theirs, weight_decay=1.0)
+    decayed = {id(p) for g in theirs_groups if g["weight_decay"] > 0 for p in g["params"]}
+    marks = dict(theirs.state_dict())
+    for name, param in theirs.named_parameters():
+        if param.requires_grad:
+            marks[name] = torch.full_like(param, float(id(param) in decayed))
+    mapped = from_reference_state_dict(ours, marks)
+    ours_decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    wrong = [
+        name
+        for name, param in ours.named_parameters()
+        if param.requires_grad and bool(mapped[name].bool().all()) != (id(param) in ours_decayed)
+    ]
+    assert not wrong, f"decay groups differ from the paper's for {wrong}"
+
+
 class Pair:
     """Our model and the reference model, each with its own AdamW, stepped in lock-step."""
 
@@ -173,6 +192,7 @@ class Pair:
         assert self.optim.weight_decay == wd, f"paper.yaml {stage} weight decay"
         assert self.optim.grad_clip is None  # the paper's code never clips
         groups = [g for g in optimizer_param_groups(ours, wd, reference=True) if g["params"]]
+        _check_decay_groups(ours, theirs, groups, ref.optim)
         self.opt_ours = torch.optim.AdamW(
             groups, lr=self.optim.lr, betas=tuple(self.optim.betas), eps=self.optim.eps
         )
