@@ -111,7 +111,7 @@ def test_pretrain_writer_and_reader_refuse_bad_input(tmp_path):
 
 
 def test_pipeline_pretrains_on_the_released_pretraining_files(tmp_path):
-    from duin.pipeline import load_recordings
+    from duin.pipeline import inspect_source, load_recordings
     from duin.training.stages import DataConfig
 
     root = write_released([task()], tmp_path, pretrain=[rest(20.0)])
@@ -123,6 +123,8 @@ def test_pipeline_pretrains_on_the_released_pretraining_files(tmp_path):
     # Our 8-s pretraining windows (one random 4-s crop each per epoch) are exactly the files.
     windows = pretrain_windows(recs[1:], length=8.0)
     assert [(w.start, w.stop) for w in windows] == [(0.0, 8.0)] * 4
+    lines = inspect_source(root)["subjects"]["01"]["recordings"]
+    assert len(lines) == 2 and lines[1].startswith("4 pretraining files")
 
 
 def test_paper_window_step_gives_the_files_windows():

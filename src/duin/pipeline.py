@@ -1651,6 +1651,17 @@ def inspect_source(source: str | Path, subjects: Sequence[str] | None = None) ->
     out: dict[str, Any] = {"kind": loaded.kind, "source": loaded.source, "subjects": {}}
     for subject, recs in sorted(loaded.recordings.items()):
         labels = [e.label for r in recs for e in r.events]
+        # The paper's pretraining files (one recording each) are summarised in one line.
+        files = [r for r in recs if r.provenance.get("reader") == "read_released_pretrain"]
+        lines = [
+            r.summary() for r in recs if r.provenance.get("reader") != "read_released_pretrain"
+        ]
+        if files:
+            seconds = sorted({round(r.duration, 3) for r in files})
+            lines.append(
+                f"{len(files)} pretraining files (the paper's layout, overlapping windows) of "
+                f"{'/'.join(f'{d:g}' for d in seconds)} s, {files[0].n_channels} channels"
+            )
         out["subjects"][subject] = {
             "n_recordings": len(recs),
             "n_task_recordings": sum(bool(r.events) for r in recs),
@@ -1659,7 +1670,7 @@ def inspect_source(source: str | Path, subjects: Sequence[str] | None = None) ->
             "hours": round(sum(r.duration for r in recs) / 3600, 3),
             "n_events": len(labels),
             "n_labels": len(set(labels)),
-            "recordings": [r.summary() for r in recs],
+            "recordings": lines,
         }
     if loaded.truth:
         out["oracle_accuracy"] = loaded.truth.get("oracle_accuracy")
