@@ -423,6 +423,7 @@ def pretrain_windows(
     margin: float = 1.0,
     length: float | None = 8.0,
     min_length: float = 4.0,
+    step: float | None = None,
 ) -> list[Window]:
     """Windows for pretraining crops that never overlap a validation/test trial.
 
@@ -440,12 +441,19 @@ def pretrain_windows(
         and epoch, so this sets the epoch size); ``None`` keeps whole spans.
     min_length : float
         Drop windows shorter than this (at least the crop length, 4 s by default).
+    step : float, optional
+        Start-to-start distance of consecutive windows: windows of exactly ``length`` every
+        ``step`` seconds from the start of each span (the paper: 8-s windows every 4 s); a
+        span shorter than ``length`` (but at least ``min_length``) is one window. ``None``:
+        back-to-back windows, the last one absorbing a remainder shorter than ``length``.
 
     Returns
     -------
     list of Window
         Sorted by recording and start.
     """
+    if step is not None and step <= 0:
+        raise ValueError(f"pretrain_windows: step must be > 0 seconds, got {step}")
     if isinstance(recordings, Mapping):
         spans = {k: (str(s), float(d)) for k, (s, d) in recordings.items()}
     else:
@@ -463,6 +471,9 @@ def pretrain_windows(
         for lo, hi in _subtract((0.0, duration), holes.get(key, [])):
             if length is None:
                 pieces = [(lo, hi)]
+            elif step is not None:
+                n = max(int((hi - lo - length) // step) + 1, 1)
+                pieces = [(lo + i * step, min(lo + i * step + length, hi)) for i in range(n)]
             else:
                 n = max(int((hi - lo) // length), 1)
                 edges = [lo + i * length for i in range(n)] + [hi]

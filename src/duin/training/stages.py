@@ -133,8 +133,11 @@ class DataConfig:
         ``all`` = every recording, including the task runs (transductive: pretraining then sees
         test trials, unlabelled); ``auto`` = ``rest`` when there is any, else ``all``.
     pretrain_window : float
-        Pretraining recordings are cut into windows of this many seconds with 50 % overlap;
-        each epoch draws one random crop of ``model.n_times`` samples per window (paper: 8 s).
+        Pretraining recordings are cut into windows of this many seconds; each epoch draws one
+        random crop of ``model.n_times`` samples per window (paper: 8 s).
+    pretrain_step : float or None
+        Start-to-start distance of the pretraining windows in seconds (paper: 4 s, i.e. 8-s
+        windows with 4 s overlap, twice the windows per epoch). ``None``: back-to-back windows.
     max_pretrain_windows : int or None
         Use at most this many windows per subject (evenly spaced; ``None`` = all).
     simulation : SimulationConfig
@@ -152,6 +155,7 @@ class DataConfig:
     shift: float = 0.3
     pretrain_data: Literal["auto", "rest", "all"] = "auto"
     pretrain_window: float = 8.0
+    pretrain_step: float | None = None
     max_pretrain_windows: int | None = None
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
@@ -169,6 +173,8 @@ class DataConfig:
             raise ValueError(f"shift must be >= 0 seconds, got {self.shift}")
         if self.pretrain_window <= 0:
             raise ValueError(f"pretrain_window must be > 0 seconds, got {self.pretrain_window}")
+        if self.pretrain_step is not None and self.pretrain_step <= 0:
+            raise ValueError(f"pretrain_step must be > 0 seconds or null, got {self.pretrain_step}")
         if self.max_pretrain_windows is not None and self.max_pretrain_windows < 1:
             raise ValueError(f"max_pretrain_windows must be >= 1, got {self.max_pretrain_windows}")
         if self.preprocess is not None:
