@@ -16,6 +16,7 @@ All layers follow the reference specification (``duin-reference.md`` §2.1-2.4, 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "TransformerBlock",
     "TransformerStack",
     "fast_dropout",
+    "fold_front_end",
     "sinusoid_table",
     "trunc_normal_",
 ]
@@ -413,3 +415,46 @@ class ReconstructionHead(nn.Module):
             z = deconv(z)
         # The Linear acts on channels at every time step: a 1x1 conv on channels-first data.
         return F.conv1d(z, self.linear.weight[:, :, None], self.linear.bias)
+
+
+@torch.no_grad()
+def fold_front_end(
+    subject_layer: SubjectLayer, tokenizer: PatchTokenizer, time_table: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inference-time front end as one affine map per subject.
+
+    With BatchNorm in eval mode, subject layer and patch tokenizer have no nonlinearity, so each
+    token is an affine function of its raw ``(n_channels, patch_len)`` patch:
+    ``token[b, l] = patch[b, l] @ weight[s] + bias[s, l]`` (the time table is in ``bias``).
+    The map is computed in float64 by pushing the unit basis through copies of the modules, then
+    cast to the modules' dtype; results equal the layer-by-layer path up to float rounding.
+
+    Parameters
+    ----------
+    subject_layer : SubjectLayer
+        Per-subject channel mixing.
+    tokenizer : PatchTokenizer
+        Conv/BatchNorm stack (its running statistics are used).
+    time_table : torch.Tensor
+        ``(n_tokens, d_model)`` table added to the tokens.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``weight (n_subjects, n_channels * patch_len, d_model)`` (patch flattened channel-major,
+        ``c * patch_len + p``) and ``bias (n_subjects, n_tokens, d_model)``.
+    """
+    dtype, device = time_table.dtype, time_table.device
+    subject64 = copy.deepcopy(subject_layer).to(torch.float64).eval()
+    tokenizer64 = copy.deepcopy(tokenizer).to(torch.float64).eval()
+    n_in = subject_layer.d_in * tokenizer.patch_len
+    # Row 0: the zero patch (gives the offset); rows 1..n_in: unit patches.
+    basis = torch.cat([torch.zeros(1, n_in), torch.eye(n_in)]).to(device, torch.float64)
+    basis = basis.reshape(n_in + 1, subject_layer.d_in, tokenizer.patch_len)
+    weights, biases = [], []
+    for s in range(subject_layer.n_subjects):
+        subject = torch.full((n_in + 1,), s, dtype=torch.int64, device=device)
+        out = tokenizer64(subject64(basis, subject))[:, 0]  # (n_in + 1, d_model)
+        weights.append(out[1:] - out[:1])
+        biases.append(out[0][None, :] + time_table.to(torch.float64))
+    return torch.stack(weights).to(dtype), torch.stack(biases).to(dtype)
