@@ -4,7 +4,8 @@
 (plus optional scalar diagnostics, averaged into the logs). It provides:
 
 - AdamW with decay / no-decay parameter groups (pluggable), linear warm-up + cosine LR set per
-  epoch as the reference does (or per step), gradient clipping and accumulation, AMP on CUDA;
+  epoch as the reference does (or per step), gradient clipping and accumulation, precision
+  fp32 | bf16 | fp16 (:mod:`duin.training.precision`);
 - validation every epoch and best-epoch selection on validation metrics only (ties keep the
   earliest epoch; test data never enter the trainer), optional early stopping;
 - ``metrics.jsonl`` (one JSON line per epoch), TensorBoard events, tqdm bars, ``logging``;
@@ -55,6 +56,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, default_colla
 
 from duin.config import OptimConfig, TrainerConfig, config_to_yaml, load_yaml, to_dict
 from duin.training import distributed as ddp_utils
+from duin.training import precision as precision_lib
 from duin.training.schedule import lr_at_epoch, lr_at_step
 from duin.utils.env import env_info
 from duin.utils.io import atomic_dir, atomic_write_json, atomic_write_text, recover_dir
@@ -397,15 +399,6 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
     return torch.device(name)
 
 
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision. AMP is always off on CPU."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
-
-
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(data, Mapping):
         out: dict[str, Any] = {}
@@ -610,7 +603,8 @@ class Trainer:
                 f"world_size ({world}) x grad_accum_steps ({accum})"
             )
         self.micro_batch = self.optim_cfg.batch_size // (world * accum)
-        self.amp_dtype = _amp_dtype(self.cfg.amp, self.device)
+        self.precision = self.cfg.resolved_precision
+        self.amp_dtype = precision_lib.autocast_dtype(self.precision, self.device)
         if self.cfg.deterministic:
             # cuBLAS needs this before its first call to be deterministic.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -642,9 +636,7 @@ class Trainer:
             eps=self.optim_cfg.eps,
             weight_decay=self.optim_cfg.weight_decay,
         )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.amp_dtype is torch.float16 and self.device.type == "cuda"
-        )
+        self.scaler = precision_lib.grad_scaler(self.precision, self.device)
         self.sampler = EpochBatchSampler(
             len(self.train_dataset),  # type: ignore[arg-type]
             self.micro_batch,
@@ -689,9 +681,7 @@ class Trainer:
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return precision_lib.autocast(self.precision, self.device)
 
     # ------------------------------------------------------------------------ run dir
 
@@ -757,7 +747,7 @@ class Trainer:
         info = env_info(
             seed=self.seed,
             device=str(self.device),
-            amp=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            precision=self.precision,
             world_size=self.dist.world_size,
             resumed_from_step=resumed_step,
         )
