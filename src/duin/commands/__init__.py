@@ -59,7 +59,24 @@ CacheOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars; warnings and errors only.")
 ]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        metavar="fp32|bf16|fp16",
+        help="Training precision (sets trainer.precision): fp32 (default), bf16 autocast "
+        "(CPU/CUDA) or fp16 with gradient scaling (CUDA only).",
+    ),
+]
 DEFAULT_CONFIG = "quick"
+
+
+def _with_precision(set_: Sequence[str] | None, precision: str | None) -> list[str]:
+    """``--set`` items plus ``trainer.precision`` from ``--precision`` (which wins)."""
+    items = list(set_ or [])
+    if precision is not None:
+        items.append(f"trainer.precision={precision}")
+    return items
 
 
 def _quiet(flag: bool) -> bool:
@@ -196,9 +213,11 @@ def pretrain_vqvae_cmd(
     data: DataOption = None,
     cache: CacheOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Stage 1: select channels (training trials only) and train a VQ-VAE codex per subject."""
+    set_ = _with_precision(set_, precision)
     from duin.pipeline import pretrain_vqvae
 
     cfg = _stage_config("vqvae", config, set_, seed, data)
@@ -221,9 +240,11 @@ def pretrain_mae_cmd(
     data: DataOption = None,
     cache: CacheOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Stage 2: masked code modelling with targets from the frozen stage-1 VQ-VAE."""
+    set_ = _with_precision(set_, precision)
     from duin.pipeline import pretrain_mae
 
     cfg = _stage_config("mae", config, set_, seed, data)
@@ -256,9 +277,11 @@ def finetune_cmd(
     data: DataOption = None,
     cache: CacheOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Stage 3: fine-tune the word classifier per subject and seed; test once; write the report."""
+    set_ = _with_precision(set_, precision)
     from duin.pipeline import finetune
     from duin.training.stages import VARIANTS
 
@@ -331,9 +354,11 @@ def demo_cmd(
     config: ConfigOption = None,
     set_: SetOption = None,
     seed: SeedOption = None,
+    precision: PrecisionOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Simulate a small corpus, run VQ-VAE -> MAE -> classifier and print ours vs chance vs oracle."""
+    set_ = _with_precision(set_, precision)
     import time
 
     from duin.pipeline import run_demo
@@ -386,6 +411,34 @@ def predict_cmd(
         typer.echo(f"wrote {out} ({text.count(chr(10)) - 1} rows)")
 
 
+def export_cmd(
+    ckpt: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CKPT",
+            help="A classifier checkpoint directory or a finetune run's sub-XX/seed-N directory.",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FILE", help="Output file (.onnx or .pt).")
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="onnx (inputs x, subject; output logits) or torchscript."
+        ),
+    ] = "onnx",
+) -> None:
+    """Export a trained classifier for deployment (ONNX / TorchScript, dynamic batch)."""
+    from duin.export import export_model
+
+    path = export_model(ckpt, fmt.lower(), out)
+    typer.echo(
+        f"wrote {path} ({fmt.lower()}; inputs x (batch, channels, times) float32, "
+        "subject (batch,) int64; output logits)"
+    )
+
+
 #: Command name -> function.
 COMMANDS: dict[str, Callable[..., None]] = {
     "simulate": simulate_cmd,
@@ -397,6 +450,7 @@ COMMANDS: dict[str, Callable[..., None]] = {
     "select-channels": select_channels_cmd,
     "demo": demo_cmd,
     "predict": predict_cmd,
+    "export": export_cmd,
 }
 
 
