@@ -177,8 +177,12 @@ class PatchTokenizer(nn.Module):
         # (B, C, L, P) -> (B, L, C, P) -> (B*L, C, P): every patch is its own sequence.
         z = h.reshape(batch, channels, n_tokens, self.patch_len).transpose(1, 2)
         z = z.reshape(batch * n_tokens, channels, self.patch_len)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            z = norm(conv(z))
+        # Under autocast the convolutions stay float32: on CPU oneDNN's bf16 kernels for these
+        # small patch convolutions (and their BatchNorm backward) are slower than fp32.
+        with torch.autocast(h.device.type, enabled=False):
+            z = z.to(self.convs[0].weight.dtype)
+            for conv, norm in zip(self.convs, self.norms, strict=True):
+                z = norm(conv(z))
         # (B*L, F, S) -> (B*L, S, F) -> (B, L, S*F)
         return z.transpose(1, 2).reshape(batch, n_tokens, self.d_out)
 
@@ -245,9 +249,12 @@ class MultiHeadAttention(nn.Module):
         k = self.norm_k(k.view(shape).transpose(1, 2))
         v = v.view(shape).transpose(1, 2)
         if self.training and self.attn_dropout > 0.0:
-            # Same math as SDPA's reference path, with the faster dropout sampler.
-            weights = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
-            out = torch.matmul(fast_dropout(weights, self.attn_dropout), v)
+            # Same math as SDPA's reference path, with the faster dropout sampler. Softmax and
+            # dropout in float32 (under bf16 autocast the CPU bf16 softmax is ~10x slower).
+            scores = torch.matmul(q, k.transpose(-2, -1))
+            weights = torch.softmax(scores.float() * self.scale, dim=-1)
+            weights = fast_dropout(weights, self.attn_dropout)
+            out = torch.matmul(weights.to(scores.dtype), v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, H, L, Dh)
         out = out.transpose(1, 2).reshape(batch, n_tokens, self.n_heads * self.d_head)
