@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from duin.models.duin import DuINClassifier, DuINMAE, DuINModel, DuINVQVAE
+from duin.training.optim import build_adamw
 from duin.training.precision import autocast
 from paper_code import PaperCode, find_reference_code
 
@@ -116,9 +117,7 @@ def _onehot_subject(batch: int) -> torch.Tensor:
     return torch.ones(batch, 1)
 
 
-def _train_step(model: torch.nn.Module, params: Any, loss_fn: Callable[[], torch.Tensor]):
-    optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.05)
-
+def _train_step(optimizer: torch.optim.Optimizer, loss_fn: Callable[[], torch.Tensor]):
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         loss_fn().backward()
@@ -167,7 +166,10 @@ def make_training(
                     return model(x, subject_ids, labels=labels)["loss"]
                 return model(x, subject_ids)["loss"]
 
-        step = _train_step(model, model.param_groups(0.05), loss_fn)
+        # The optimizer duin's trainer builds.
+        step = _train_step(
+            build_adamw(model.param_groups(0.05), lr=1e-4, weight_decay=0.05), loss_fn
+        )
         flops = count_flops(lambda loss_fn=loss_fn: loss_fn().backward())
         model.zero_grad(set_to_none=True)
         out[name] = Contestant(step, flops, peak_key=precision)
@@ -198,7 +200,7 @@ def make_training(
             def ref_loss() -> torch.Tensor:
                 return ref((x_ref, y_true, subj))[1]["total"]
 
-        step = _train_step(ref, ref.parameters(), ref_loss)
+        step = _train_step(paper.optimizer(ref), ref_loss)  # the paper scripts' own AdamW
         flops = count_flops(lambda: ref_loss().backward())
         ref.zero_grad(set_to_none=True)
         out[PAPER] = Contestant(step, flops)

@@ -9,13 +9,16 @@ sides compute the same function of the same weights.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from duin.models.convert import to_reference_state_dict
@@ -58,6 +61,13 @@ class PaperCode:
             sys.path.insert(0, str(path))
         self.models: ModuleType = importlib.import_module("models.duin")
         self.params: ModuleType = importlib.import_module("params.duin_params")
+        self.torch_utils: ModuleType = importlib.import_module("utils.model.torch")
+
+    def optimizer(self, model: nn.Module, lr: float = 1e-4) -> torch.optim.Optimizer:
+        """The AdamW the paper's run_{vqvae,mae,cls}.py create (its decay/no-decay groups)."""
+        cfg = {"name": "adamw", "lr": lr, "weight_decay": 0.05}
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints every parameter group
+            return self.torch_utils.create_optimizer(cfg=cfg, model=model)
 
     def _params(self, kind: str, n_channels: int, n_times: int) -> Any:
         cls = {"vqvae": "duin_vqvae_params", "mae": "duin_mae_params", "cls": "duin_cls_params"}

@@ -57,6 +57,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, default_colla
 from duin.config import OptimConfig, TrainerConfig, config_to_yaml, load_yaml, to_dict
 from duin.training import distributed as ddp_utils
 from duin.training import precision as precision_lib
+from duin.training.optim import build_adamw
 from duin.training.schedule import lr_at_epoch, lr_at_step
 from duin.utils.env import env_info
 from duin.utils.io import atomic_dir, atomic_write_json, atomic_write_text, recover_dir
@@ -629,12 +630,13 @@ class Trainer:
         else:
             self.train_model = model
         groups = self.param_groups_fn(model, self.optim_cfg.weight_decay)
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = build_adamw(
             groups,
             lr=self.optim_cfg.lr,
-            betas=tuple(self.optim_cfg.betas),
+            betas=self.optim_cfg.betas,
             eps=self.optim_cfg.eps,
             weight_decay=self.optim_cfg.weight_decay,
+            device=self.device,
         )
         self.scaler = precision_lib.grad_scaler(self.precision, self.device)
         self.sampler = EpochBatchSampler(
