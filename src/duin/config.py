@@ -636,6 +636,9 @@ class TrainerConfig:
         Numeric precision of training (:mod:`duin.training.precision`): ``fp32`` (default,
         parity with the reference), ``bf16`` autocast (CPU and CUDA), ``fp16`` autocast with a
         gradient scaler (CUDA only).
+    compile : bool
+        Compile the model's tensor computation with :func:`torch.compile` (models that support
+        it; falls back to eager execution, with a warning, when compilation fails).
     amp : {"auto", "off", "bf16", "fp16"} or None
         Deprecated spelling of ``precision`` (configs written before it): ``bf16``/``fp16``
         select that precision when ``precision`` is left at fp32; ``auto``/``off`` mean fp32.
@@ -671,6 +674,7 @@ class TrainerConfig:
 
     device: str = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
     amp: Literal["auto", "off", "bf16", "fp16"] | None = None
     checkpoint_every_steps: int = 0
     snapshot_every_epochs: int = 0

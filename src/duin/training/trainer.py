@@ -613,6 +613,8 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
 
         model = self.model.to(self.device)
+        if self.cfg.compile and hasattr(model, "enable_compile"):
+            model.enable_compile()  # eager fallback inside the model if compilation fails
         if (
             self.dist.enabled
             and self.device.type == "cuda"
