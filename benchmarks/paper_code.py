@@ -59,7 +59,16 @@ class PaperCode:
         sys.dont_write_bytecode = True
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
-        self.models: ModuleType = importlib.import_module("models.duin")
+        # The paper's top-level package is called ``models``, like this benchmark script when it
+        # is imported as a module: set such a clash aside while importing, then restore it.
+        clash = sys.modules.get("models")
+        if clash is not None and not hasattr(clash, "__path__"):
+            del sys.modules["models"]
+        try:
+            self.models: ModuleType = importlib.import_module("models.duin")
+        finally:
+            if clash is not None and not hasattr(clash, "__path__"):
+                sys.modules["models"] = clash
         self.params: ModuleType = importlib.import_module("params.duin_params")
         self.torch_utils: ModuleType = importlib.import_module("utils.model.torch")
 
