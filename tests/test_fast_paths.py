@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from duin.models.config import ClassifierConfig, VQVAEConfig
@@ -29,14 +30,24 @@ def _layer_by_layer(model: DuINModel, x: torch.Tensor, subject: torch.Tensor) ->
         return model.encoder_input(x, subject, fold=None)
 
 
-def test_folded_front_end_equals_layers_multi_subject():
+@pytest.mark.parametrize(
+    ("n_channels", "subjects", "composed"),
+    [(6, [0, 2, 1, 1, 0], False), (6, [0] * 5, True), (20, [0] * 5, False)],
+)
+def test_folded_front_end_equals_layers(n_channels, subjects, composed):
     torch.manual_seed(0)
+    n_subjects = max(subjects) + 1
     config = ClassifierConfig(
-        n_channels=6, n_subjects=3, subject_channels=[6, 4, 5], n_times=1000, n_blocks=1
+        n_channels=n_channels,
+        n_subjects=n_subjects,
+        subject_channels=None if n_subjects == 1 else [n_channels, 4, 5],
+        n_times=1000,
+        n_blocks=1,
     )
     model = _with_statistics(DuINClassifier(config))
-    x = torch.randn(5, 6, 1000)
-    subject = torch.tensor([0, 2, 1, 1, 0])
+    assert model.fold_includes_subject_layer == composed
+    x = torch.randn(5, n_channels, 1000)
+    subject = torch.tensor(subjects)
     ref = _layer_by_layer(model, x, subject)
     fast = model.embed_folded(x, subject, model.front_end_fold())
     assert torch.allclose(fast, ref, rtol=0, atol=1e-5 * ref.abs().max().item())

@@ -230,8 +230,9 @@ class DuINModel(nn.Module):
         Returns
         -------
         (torch.Tensor, torch.Tensor)
-            ``weight (n_subjects, n_channels * patch_len, d_model)`` and
-            ``bias (n_subjects, n_tokens, d_model)``.
+            ``weight (n_in * patch_len, d_model)`` and ``bias (n_subjects, n_tokens, d_model)``
+            (``n_in`` is ``n_channels`` when the subject layer is folded in, see
+            :meth:`fold_includes_subject_layer`, else ``d_neural``).
         """
         tensors = [
             *self.subject_layer.parameters(),
@@ -244,10 +245,21 @@ class DuINModel(nn.Module):
         if cached is None or cached[0] != key:
             # Plain tensors even when first called under inference_mode (usable with autograd).
             with torch.inference_mode(False):
-                fold = fold_front_end(self.subject_layer, self.tokenizer, self.time_table)
+                fold = fold_front_end(
+                    self.subject_layer,
+                    self.tokenizer,
+                    self.time_table,
+                    compose_subject_layer=self.fold_includes_subject_layer,
+                )
             cached = (key, fold)
             self.__dict__["_fold_cache"] = cached
         return cached[1]
+
+    @property
+    def fold_includes_subject_layer(self) -> bool:
+        """Whether the folded map also contains the subject layer: for a single subject with
+        fewer channels than ``d_neural`` (then one matmul on raw patches is the cheapest)."""
+        return self.config.n_subjects == 1 and self.config.n_channels < self.config.d_neural
 
     def _inference_fold(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The folded front end when it applies (eval mode and enabled), else None."""
@@ -260,19 +272,19 @@ class DuINModel(nn.Module):
     ) -> torch.Tensor:
         """Encoder input ``(batch, n_tokens, d_model)`` from checked inputs with the folded map.
 
-        Equals ``embed(x, subject)[1] + time_table`` in eval mode (one matmul instead of the
-        subject layer, three convolutions and three BatchNorms).
+        Equals ``embed(x, subject)[1] + time_table`` in eval mode: one matmul per patch instead
+        of three convolutions and three BatchNorms (and the subject layer, when folded in).
         """
         weight, bias = fold
-        batch, n_channels, n_times = x.shape
+        if not self.fold_includes_subject_layer:
+            x = self.subject_layer(x, subject)  # (B, d_neural, T)
+        batch, n_rows, n_times = x.shape
         patch = self.config.patch_len
         n_tokens = n_times // patch
-        # (B, C, L, P) -> (B, L, C, P) -> (B, L, C*P): one row per patch, channel-major.
-        patches = x.reshape(batch, n_channels, n_tokens, patch).transpose(1, 2)
-        patches = patches.reshape(batch, n_tokens, n_channels * patch)
-        # Single subject: one shared matrix, a plain (faster) matmul.
-        mixed = torch.matmul(patches, weight[0] if weight.shape[0] == 1 else weight[subject])
-        return mixed + bias[subject]
+        # (B, R, L, P) -> (B, L, R, P) -> (B, L, R*P): one row per patch, row-major.
+        patches = x.reshape(batch, n_rows, n_tokens, patch).transpose(1, 2)
+        patches = patches.reshape(batch, n_tokens, n_rows * patch)
+        return torch.matmul(patches, weight) + bias[subject]
 
     def encoder_input(
         self,

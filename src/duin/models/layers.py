@@ -426,15 +426,20 @@ class ReconstructionHead(nn.Module):
 
 @torch.no_grad()
 def fold_front_end(
-    subject_layer: SubjectLayer, tokenizer: PatchTokenizer, time_table: torch.Tensor
+    subject_layer: SubjectLayer,
+    tokenizer: PatchTokenizer,
+    time_table: torch.Tensor,
+    compose_subject_layer: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The inference-time front end as one affine map per subject.
+    """The inference-time front end as one affine map per patch.
 
-    With BatchNorm in eval mode, subject layer and patch tokenizer have no nonlinearity, so each
-    token is an affine function of its raw ``(n_channels, patch_len)`` patch:
-    ``token[b, l] = patch[b, l] @ weight[s] + bias[s, l]`` (the time table is in ``bias``).
-    The map is computed in float64 by pushing the unit basis through copies of the modules, then
-    cast to the modules' dtype; results equal the layer-by-layer path up to float rounding.
+    With BatchNorm in eval mode the patch tokenizer has no nonlinearity, so each token is an
+    affine function of its ``(d_neural, patch_len)`` patch: ``token = patch @ weight + bias``
+    (the time table is in ``bias``). With ``compose_subject_layer`` (single subject only) the
+    subject layer, also affine, is folded in too and the map reads the raw
+    ``(n_channels, patch_len)`` patch. The tokenizer's map is found in float64 by pushing the
+    unit basis of one patch through a copy of it, then cast to the modules' dtype; results
+    equal the layer-by-layer path up to float rounding.
 
     Parameters
     ----------
@@ -444,24 +449,34 @@ def fold_front_end(
         Conv/BatchNorm stack (its running statistics are used).
     time_table : torch.Tensor
         ``(n_tokens, d_model)`` table added to the tokens.
+    compose_subject_layer : bool
+        Fold the (single) subject's channel mixing into the map.
 
     Returns
     -------
     (torch.Tensor, torch.Tensor)
-        ``weight (n_subjects, n_channels * patch_len, d_model)`` (patch flattened channel-major,
-        ``c * patch_len + p``) and ``bias (n_subjects, n_tokens, d_model)``.
+        ``weight (n_in * patch_len, d_model)`` (patch flattened row-major, ``c * patch_len + p``;
+        ``n_in`` = ``n_channels`` when composed, else ``d_neural``) and
+        ``bias (n_subjects, n_tokens, d_model)``.
     """
     dtype, device = time_table.dtype, time_table.device
-    subject64 = copy.deepcopy(subject_layer).to(torch.float64).eval()
     tokenizer64 = copy.deepcopy(tokenizer).to(torch.float64).eval()
-    n_in = subject_layer.d_in * tokenizer.patch_len
+    d_neural, patch = subject_layer.d_out, tokenizer.patch_len
+    n_in = d_neural * patch
     # Row 0: the zero patch (gives the offset); rows 1..n_in: unit patches.
     basis = torch.cat([torch.zeros(1, n_in), torch.eye(n_in)]).to(device, torch.float64)
-    basis = basis.reshape(n_in + 1, subject_layer.d_in, tokenizer.patch_len)
-    weights, biases = [], []
-    for s in range(subject_layer.n_subjects):
-        subject = torch.full((n_in + 1,), s, dtype=torch.int64, device=device)
-        out = tokenizer64(subject64(basis, subject))[:, 0]  # (n_in + 1, d_model)
-        weights.append(out[1:] - out[:1])
-        biases.append(out[0][None, :] + time_table.to(torch.float64))
-    return torch.stack(weights).to(dtype), torch.stack(biases).to(dtype)
+    out = tokenizer64(basis.reshape(n_in + 1, d_neural, patch))[:, 0]  # (n_in + 1, d_model)
+    token_map = (out[1:] - out[:1]).reshape(d_neural, patch, -1)  # (d, p, D)
+    offset = out[0].expand(subject_layer.n_subjects, -1)  # (S, D)
+    table = time_table.to(torch.float64)
+    if not compose_subject_layer:
+        weight = token_map.flatten(0, 1)  # (d*P, D)
+        return weight.to(dtype), (offset[:, None, :] + table[None]).to(dtype)
+    if subject_layer.n_subjects != 1:
+        raise ValueError("the subject layer can only be folded in for a single-subject model")
+    # h[d, p] = sum_c W[c, d] x[c, p] + b[d], so token = sum_{c,p} x[c, p] (W token_map)[c, p].
+    mix = subject_layer.weight[0].detach().to(torch.float64)  # (C, d)
+    shift = subject_layer.bias[0].detach().to(torch.float64)  # (d,)
+    weight = torch.einsum("cd,dpo->cpo", mix, token_map).flatten(0, 1)  # (C*P, D)
+    offset = offset + torch.einsum("d,dpo->o", shift, token_map)[None]
+    return weight.to(dtype), (offset[:, None, :] + table[None]).to(dtype)
