@@ -694,7 +694,7 @@ def select_epoch(
     return {"epoch": int(best["epoch"]), "rule": rule, "n_tied": len(tied)}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(
     model: nn.Module, x: np.ndarray | torch.Tensor, *, subject: int = 0, batch_size: int = 64
 ) -> np.ndarray:

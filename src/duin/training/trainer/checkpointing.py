@@ -87,7 +87,7 @@ class _RunDirMixin:
         info = env_info(
             seed=self.seed,
             device=str(self.device),
-            amp=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            precision=self.precision,
             world_size=self.dist.world_size,
             resumed_from_step=resumed_step,
         )

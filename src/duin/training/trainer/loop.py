@@ -1,4 +1,4 @@
-"""The training loop: :class:`Trainer` (setup, data loaders, AMP, signals, evaluation, LR
+"""The training loop: :class:`Trainer` (setup, data loaders, precision, signals, evaluation, LR
 schedule, epochs and steps, best-epoch selection).
 """
 
@@ -21,10 +21,11 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from duin.config import OptimConfig, TrainerConfig
 from duin.training import distributed as ddp_utils
+from duin.training import precision as precision_lib
+from duin.training.optim import build_adamw
 from duin.training.schedule import lr_at_epoch, lr_at_step
 from duin.training.trainer.batching import (
     EpochBatchSampler,
-    _amp_dtype,
     _as_dataset,
     _batch_size,
     _DeviceLoader,
@@ -214,7 +215,8 @@ class Trainer(_RunDirMixin, _LogsMixin):
                 f"world_size ({world}) x grad_accum_steps ({accum})"
             )
         self.micro_batch = self.optim_cfg.batch_size // (world * accum)
-        self.amp_dtype = _amp_dtype(self.cfg.amp, self.device)
+        self.precision = self.cfg.resolved_precision
+        self.amp_dtype = precision_lib.autocast_dtype(self.precision, self.device)
         if self.cfg.deterministic:
             # cuBLAS needs this before its first call to be deterministic.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -222,6 +224,8 @@ class Trainer(_RunDirMixin, _LogsMixin):
             torch.backends.cudnn.benchmark = False
 
         model = self.model.to(self.device)
+        if self.cfg.compile and hasattr(model, "enable_compile"):
+            model.enable_compile()  # eager fallback inside the model if compilation fails
         if (
             self.dist.enabled
             and self.device.type == "cuda"
@@ -239,16 +243,15 @@ class Trainer(_RunDirMixin, _LogsMixin):
         else:
             self.train_model = model
         groups = self.param_groups_fn(model, self.optim_cfg.weight_decay)
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = build_adamw(
             groups,
             lr=self.optim_cfg.lr,
-            betas=tuple(self.optim_cfg.betas),
+            betas=self.optim_cfg.betas,
             eps=self.optim_cfg.eps,
             weight_decay=self.optim_cfg.weight_decay,
+            device=self.device,
         )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.amp_dtype is torch.float16 and self.device.type == "cuda"
-        )
+        self.scaler = precision_lib.grad_scaler(self.precision, self.device)
         self.sampler = EpochBatchSampler(
             len(self.train_dataset),  # type: ignore[arg-type]
             self.micro_batch,
@@ -293,9 +296,7 @@ class Trainer(_RunDirMixin, _LogsMixin):
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return precision_lib.autocast(self.precision, self.device)
 
     # ------------------------------------------------------------------------- signals
 
