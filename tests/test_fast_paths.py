@@ -73,6 +73,22 @@ def test_fold_cache_follows_weight_changes_and_training_mode():
     assert model._inference_fold() is None
 
 
+def test_eval_mode_training_step_reaches_the_front_end():
+    """With gradients on (an eval-mode step, dropouts off) the front end is not folded."""
+    torch.manual_seed(0)
+    model = _with_statistics(DuINClassifier(ClassifierConfig(n_times=1000, n_blocks=1)))
+    x, subject = torch.randn(2, 10, 1000), torch.zeros(2, dtype=torch.int64)
+    assert model._inference_fold() is None
+    model(x, subject, labels=torch.tensor([0, 1]))["loss"].backward()
+    for module in (model.subject_layer, model.tokenizer):
+        for name, param in module.named_parameters():
+            assert param.grad is not None and bool(param.grad.abs().sum() > 0), name
+    with torch.no_grad():
+        assert model._inference_fold() is not None
+    model.requires_grad_(False)  # a frozen front end folds with gradients on too
+    assert model._inference_fold() is not None
+
+
 def test_target_tokenizer_codes_equal_layer_by_layer():
     torch.manual_seed(0)
     vqvae = _with_statistics(DuINVQVAE(VQVAEConfig(n_times=1000, n_blocks=1, n_decoder_blocks=1)))

@@ -262,8 +262,17 @@ class DuINModel(nn.Module):
         return self.config.n_subjects == 1 and self.config.n_channels < self.config.d_neural
 
     def _inference_fold(self) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """The folded front end when it applies (eval mode and enabled), else None."""
+        """The folded front end when it applies (eval mode and enabled), else None.
+
+        Not while gradients must reach the front end (an eval-mode training step, dropouts
+        off): the fold is a constant, so its weights would silently get no gradient.
+        """
         if self.training or not self.use_folded_front_end:
+            return None
+        if torch.is_grad_enabled() and any(
+            p.requires_grad
+            for p in (*self.subject_layer.parameters(), *self.tokenizer.parameters())
+        ):
             return None
         return self.front_end_fold()
 

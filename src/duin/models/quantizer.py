@@ -175,11 +175,12 @@ class NormEMAVectorQuantizer(nn.Module):
     def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Project tokens ``(..., d_model)`` to ``(pre, z)``, ``z`` l2-normalised ``(..., d_code)``.
 
-        Always float32, also under autocast: code choice and EMA statistics are sensitive to
-        rounding, and this small projection costs little.
+        Runs in the projection's own dtype (float32, or float64 for parity checks), also under
+        autocast: code choice and EMA statistics are sensitive to rounding, and this small
+        projection costs little.
         """
         with torch.autocast(tokens.device.type, enabled=False):
-            pre = self.pre_proj(tokens.float())
+            pre = self.pre_proj(tokens.to(self.pre_proj[0].weight.dtype))
         return pre, F.normalize(pre, dim=-1, eps=1e-12)
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
