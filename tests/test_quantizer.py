@@ -181,3 +181,34 @@ def test_config_validation_names_field(field: str) -> None:
         QuantizerConfig(decay=1.0).validate()
     with pytest.raises(ValueError, match="init_mode"):
         QuantizerConfig(init_mode="sometimes").validate()
+
+
+def test_autoencoder_warmup_bypasses_then_initialises_from_trained_tokens() -> None:
+    torch.manual_seed(0)
+    vq = _vq(warmup_steps=3).train()
+    assert "warmup_done" in vq.state_dict()
+    assert "warmup_done" not in _vq().state_dict()  # reference key layout without a warm-up
+    codebook = vq.codebook.clone()
+    for step in range(3):
+        tokens = torch.randn(2, 10, 8, requires_grad=True)
+        out = vq(tokens)
+        # The decoder sees the projected vectors themselves; no commitment, no codex change.
+        torch.testing.assert_close(out["z_st"], out["z"])
+        assert float(out["loss"]) == 0.0 and not bool(vq.initted)
+        assert torch.equal(vq.codebook, codebook) and int(vq.warmup_done) == step + 1
+        out["out"].sum().backward()
+        assert tokens.grad is not None and tokens.grad.abs().sum() > 0
+    vq.eval()
+    assert vq(torch.randn(2, 10, 8))["z_st"].shape == (2, 10, 4) and not bool(vq.initted)
+    vq.train()
+    out = vq(torch.randn(2, 10, 8))  # 20 >= 16 vectors: k-means runs on this batch
+    assert bool(vq.initted) and not torch.equal(vq.codebook, codebook)
+    assert float(out["loss"].detach()) > 0
+    torch.testing.assert_close(out["z_st"], out["z_q"])
+
+
+def test_warmup_needs_kmeans_init() -> None:
+    with pytest.raises(ValueError, match="warmup_steps"):
+        QuantizerConfig(warmup_steps=5, kmeans_init=False).validate()
+    with pytest.raises(ValueError, match="warmup_steps"):
+        QuantizerConfig(warmup_steps=-1).validate()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from duin.config import ConfigError
+from duin.evaluation.metrics import codex_usage
 from duin.models.config import ClassifierConfig, MAEConfig, VQVAEConfig
 from duin.models.duin import DuINClassifier, DuINMAE, DuINVQVAE
+from duin.models.registry import load_model
 from duin.training.stages import (
     VARIANTS,
     ClsRunConfig,
@@ -287,3 +290,46 @@ def test_classifier_evaluate_fn_counts_top_k():
     out = classifier_evaluate_fn(Fixed(), batches)
     assert out == {"loss": 1.0, "top1": 0.5, "top5": 1.0}
     assert np.isclose(out["top1"], 0.5)
+
+
+def test_codex_health_is_logged_per_epoch_for_vqvae_and_mae_targets(tmp_path):
+    torch.manual_seed(0)
+    vq_cfg = dataclasses.replace(
+        _run_cfg(VQVAERunConfig),
+        model=VQVAEConfig.from_dict(
+            {
+                "n_times": 400,
+                "n_decoder_blocks": 1,
+                "decoder_filters": [8, 8, 8, 8, 4],
+                "quantizer": {"n_codes": 8, "d_code": 4},
+                **TINY,
+            }
+        ),
+    )
+    crops = _Toy(8, 400, with_labels=False)
+    fit = train_vqvae(vq_cfg, crops, crops, tmp_path / "vq", n_channels=3)
+    record = fit.history[-1]
+    vq = load_model(fit.last_dir)
+    # The logged validation figures are those of the trained codex on the validation crops.
+    codes = vq.tokenize(crops.x, torch.zeros(len(crops), dtype=torch.long))
+    expected = codex_usage(torch.bincount(codes.reshape(-1), minlength=8))
+    assert record["val/codes_used"] == expected["codes_used"]
+    assert record["val/codex_perplexity"] == pytest.approx(expected["codex_perplexity"])
+    assert 1.0 <= record["train/codex_perplexity"] <= 8.0
+    assert 1 <= record["train/codes_used"] <= 8
+    lines = (tmp_path / "vq" / "metrics.jsonl").read_text().splitlines()
+    assert "train/codex_perplexity" in json.loads(lines[-1])
+    mae_cfg = dataclasses.replace(
+        _run_cfg(MAERunConfig), model=MAEConfig.from_dict({"n_times": 400, **TINY})
+    )
+    mae_record = train_mae(mae_cfg, vq, crops, crops, tmp_path / "mae").history[-1]
+    # The MAE's targets are the frozen codex's codes of the same (unmasked) crops.
+    assert mae_record["val/codes_used"] == expected["codes_used"]
+    assert mae_record["val/codex_perplexity"] == pytest.approx(expected["codex_perplexity"])
+
+
+def test_codex_usage_perplexity():
+    assert codex_usage(torch.tensor([5, 0, 0, 0])) == {"codex_perplexity": 1.0, "codes_used": 1.0}
+    uniform = codex_usage(torch.tensor([3, 3, 3, 3, 0, 0]))
+    assert uniform["codex_perplexity"] == pytest.approx(4.0) and uniform["codes_used"] == 4.0
+    assert codex_usage(torch.zeros(3))["codes_used"] == 0.0

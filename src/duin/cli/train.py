@@ -115,6 +115,13 @@ def pretrain_mae_cmd(
     resume: ResumeOption = False,
     precision: PrecisionOption = None,
     quiet: QuietOption = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Train even on a VQ-VAE whose codex perplexity is below min_codex_perplexity.",
+        ),
+    ] = False,
 ) -> None:
     """Stage 2: masked code modelling with targets from the frozen stage-1 VQ-VAE."""
     set_ = with_precision(set_, precision)
@@ -123,7 +130,9 @@ def pretrain_mae_cmd(
     cfg = stage_config("mae", config, set_, seed, data)
     if not (vqvae / "channels.json").is_file():
         raise FileNotFoundError(f"{vqvae}: not a 'duin pretrain-vqvae' run (no channels.json)")
-    run = pretrain_mae(cfg, out, vqvae, cache=cache, resume=resume, quiet=apply_quiet(quiet))
+    run = pretrain_mae(
+        cfg, out, vqvae, cache=cache, resume=resume, quiet=apply_quiet(quiet), force=force
+    )
     typer.echo(f"MAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
 
 

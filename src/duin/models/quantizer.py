@@ -144,6 +144,9 @@ class NormEMAVectorQuantizer(nn.Module):
         )
         self.register_buffer("initted", torch.tensor(not config.kmeans_init))
         self.register_buffer("counts", torch.zeros(config.n_codes))
+        if config.warmup_steps:
+            # Only with a warm-up, so models without one keep the reference's state dict keys.
+            self.register_buffer("warmup_done", torch.zeros((), dtype=torch.int64))
         self._pool: list[torch.Tensor] = []  # k-means pool (accumulate mode), see Notes
         self._pool_size = 0
         for linear in (self.pre_proj[0], self.pre_proj[2], self.post_proj):
@@ -223,6 +226,8 @@ class NormEMAVectorQuantizer(nn.Module):
             update = self.training
         pre, z = self.project(tokens)
         cfg = self.config
+        if self._bypass(update):
+            return self._autoencode(pre, z)
         if update or (cfg.init_mode == "first_batch" and not self.frozen):
             self._maybe_init(z.detach())
         codes = self.nearest(z.detach())
@@ -244,6 +249,31 @@ class NormEMAVectorQuantizer(nn.Module):
             "ln": ln,
             "out": out,
             "loss": loss,
+        }
+
+    def _bypass(self, update: bool) -> bool:
+        """In the autoencoder warm-up (counts this training forward)."""
+        if not self.config.warmup_steps or bool(self.initted):
+            return False
+        if update and not self.frozen:
+            if int(self.warmup_done) >= self.config.warmup_steps:
+                return False
+            self.warmup_done += 1
+        return True
+
+    def _autoencode(self, pre: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Warm-up output: ``z`` itself reaches the decoder; codes are reported, not used."""
+        codes = self.nearest(z.detach())
+        ln = self.norm(z)
+        return {
+            "pre": pre,
+            "z": z,
+            "codes": codes,
+            "z_q": F.embedding(codes, self.codebook),
+            "z_st": z,
+            "ln": ln,
+            "out": self.post_proj(ln),
+            "loss": z.new_zeros(()),
         }
 
     @property

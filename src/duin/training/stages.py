@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from duin.config import ConfigError, RunConfig, load_config
 from duin.data.preprocess import PreprocessConfig
 from duin.data.simulate import SimulationConfig
+from duin.evaluation.metrics import codex_usage
 from duin.models.config import ClassifierConfig, MAEConfig, VQVAEConfig
 from duin.models.duin import (
     DuINClassifier,
@@ -62,6 +63,8 @@ __all__ = [
     "VQVAERunConfig",
     "build_classifier",
     "classifier_evaluate_fn",
+    "code_counts",
+    "codex_count_metrics",
     "evaluate_classifier",
     "load_stage_config",
     "load_weights",
@@ -202,6 +205,15 @@ class MAERunConfig(RunConfig):
 
     model: MAEConfig = field(default_factory=MAEConfig)  # type: ignore[assignment]
     data: DataConfig = field(default_factory=DataConfig)  # type: ignore[assignment]
+    #: Refuse a VQ-VAE whose codex perplexity on the MAE's training crops is below this (its
+    #: targets would be nearly constant and the MAE would learn nothing); 0 disables the check.
+    min_codex_perplexity: float = 8.0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible value."""
+        super().validate()
+        if self.min_codex_perplexity < 0:
+            raise ValueError(f"min_codex_perplexity must be >= 0, got {self.min_codex_perplexity}")
 
 
 @dataclass
@@ -396,8 +408,53 @@ def classifier_evaluate_fn(model: nn.Module, batches: Iterable[Batch]) -> dict[s
     return {"loss": loss_sum / n, "top1": hit1 / n, "top5": hit5 / n}
 
 
+def codex_count_metrics(counts: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Trainer ``count_metrics_fn``: codex health from the ``counts/codes`` histogram.
+
+    Parameters
+    ----------
+    counts : Mapping[str, torch.Tensor]
+        Summed ``counts/<name>`` outputs of an epoch or a validation pass.
+
+    Returns
+    -------
+    dict
+        ``codex_perplexity`` and ``codes_used`` (see :func:`duin.evaluation.metrics.codex_usage`).
+    """
+    hist = counts.get("counts/codes")
+    return {} if hist is None else codex_usage(hist)
+
+
+def code_counts(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
+    """``(n_codes,)`` histogram of code indices ``codes`` (any shape)."""
+    return torch.bincount(codes.reshape(-1), minlength=n_codes)
+
+
+def _vqvae_forward(n_codes: int):
+    """VQ-VAE ``forward_fn``: the model outputs plus the batch's code histogram."""
+
+    def forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        out = dict(model(**batch))
+        out["counts/codes"] = code_counts(out["codes"], n_codes)
+        return out
+
+    return forward
+
+
+def _mae_forward(n_codes: int):
+    """MAE ``forward_fn``: the model outputs plus the histogram of its (frozen) targets."""
+
+    def forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        out = dict(model(**batch))
+        out["counts/codes"] = code_counts(out["targets"], n_codes)
+        return out
+
+    return forward
+
+
 def mae_evaluate_fn(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-    """Validation metrics of the MAE: ``loss`` and token ``top1`` (masked-code accuracy).
+    """Validation metrics of the MAE: ``loss``, token ``top1`` (masked-code accuracy) and the
+    health of its targets (``codex_perplexity``, ``codes_used``).
 
     Parameters
     ----------
@@ -412,6 +469,7 @@ def mae_evaluate_fn(model: nn.Module, batches: Iterable[Batch]) -> dict[str, flo
         Sample-weighted loss and token accuracy over all positions.
     """
     loss_sum, n, hit, tokens = 0.0, 0, 0, 0
+    hist: torch.Tensor | None = None
     for batch in batches:
         out = model(**batch)
         b = out["targets"].shape[0]
@@ -419,7 +477,12 @@ def mae_evaluate_fn(model: nn.Module, batches: Iterable[Batch]) -> dict[str, flo
         n += b
         hit += int((out["logits"].argmax(-1) == out["targets"]).sum())
         tokens += out["targets"].numel()
-    return {"loss": loss_sum / max(n, 1), "top1": hit / max(tokens, 1)}
+        batch_hist = code_counts(out["targets"], out["logits"].shape[-1])
+        hist = batch_hist if hist is None else hist + batch_hist
+    metrics = {"loss": loss_sum / max(n, 1), "top1": hit / max(tokens, 1)}
+    if hist is not None:
+        metrics.update(codex_usage(hist))
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -463,7 +526,17 @@ def train_vqvae(
     model_cfg = model_config(cfg.model, VQVAEConfig, n_channels=n_channels, n_subjects=1)
     model = DuINVQVAE(model_cfg)
     _log_model("VQ-VAE", model)
-    return _fit(model, cfg, train_data, val_data, run_dir, resume=resume, quiet=quiet)
+    return _fit(
+        model,
+        cfg,
+        train_data,
+        val_data,
+        run_dir,
+        resume=resume,
+        quiet=quiet,
+        forward_fn=_vqvae_forward(model_cfg.quantizer.n_codes),
+        count_metrics_fn=codex_count_metrics,
+    )
 
 
 def train_mae(
@@ -520,6 +593,8 @@ def train_mae(
         resume=resume,
         quiet=quiet,
         evaluate_fn=mae_evaluate_fn,
+        forward_fn=_mae_forward(model_cfg.n_codes),
+        count_metrics_fn=codex_count_metrics,
     )
 
 

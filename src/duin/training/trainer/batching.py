@@ -141,6 +141,22 @@ def _scalar_outputs(out: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
+def _count_outputs(out: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The 1-dim ``counts/<name>`` outputs (histograms summed over an epoch, e.g. code usage)."""
+    return {
+        k: v.detach().to(torch.float64)
+        for k, v in out.items()
+        if k.startswith("counts/") and isinstance(v, torch.Tensor) and v.ndim == 1
+    }
+
+
+def _add_counts(totals: dict[str, torch.Tensor], counts: Mapping[str, torch.Tensor]) -> None:
+    """Add histograms ``counts`` into ``totals`` in place."""
+    for k, v in counts.items():
+        prev = totals.get(k)
+        totals[k] = v if prev is None else prev + v
+
+
 def _resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
