@@ -1,0 +1,1 @@
+"""Online decoding over the Lab Streaming Layer (``duin stream``), live or replayed."""
