@@ -609,7 +609,7 @@ class StreamDecoder:
                 if start_out + self.clf.n_times > n_out:
                     break
                 onset = start_out / self.clf.sfreq - self.clf.tmin
-                self._windows.append(self._window(self._n_events, onset, "", time.perf_counter()))
+                self._windows.append(self._window(self._n_events, onset, "", 0.0))
                 self._n_events += 1
             return
         waiting = []
