@@ -652,7 +652,9 @@ class StreamDecoder:
         if w.seg_start < self.ring.first:
             return self._skip(w, "its samples have left the buffer (the marker came too late)")
         stop = min(w.needed, n)
-        gap = self.ring.gap_in(w.seg_start, stop)
+        # only a gap inside the window skips it: one in the look-ahead (or just before the
+        # window) reaches it through the filters' memory, attenuated, across the interpolation
+        gap = self.ring.gap_in(w.seg_start, min(w.seg_stop, n))
         if gap is not None:
             return self._skip(
                 w,
