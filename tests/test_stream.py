@@ -327,10 +327,9 @@ def test_ctrl_c_leaves_a_complete_csv(trained, tmp_path):
     """Ctrl-C during a live stream: decided windows are written, pending ones marked, exit 130."""
     app, data, run, _ = trained
     rec = recordings(data)[RUNS[0]]
-    player = Replayer(rec, f"duin-test-ctrlc-{id(rec)}", speed=20)
+    player = Replayer(rec, f"duin-test-ctrlc-{id(rec)}", speed=20, autostart=True)
     player.start()
     player.ready.wait(10)
-    threading.Thread(target=player.go.set).start()
     out = tmp_path / "c.csv"
 
     def interrupt():  # Ctrl-C once the first decisions are written
@@ -350,6 +349,7 @@ def test_ctrl_c_leaves_a_complete_csv(trained, tmp_path):
     finally:
         player.stop.set()
         player.join(5)
+    assert player.error is None
     assert result.exit_code == 130, (result.output, result.exception)
     rows = read_rows(out)
     decided = [r for r in rows if not r["skipped"]]

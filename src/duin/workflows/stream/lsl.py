@@ -101,6 +101,8 @@ class Replayer(threading.Thread):
         recording with its channels reordered or missing.
     drop : tuple of float, optional
         ``(start_s, duration_s)`` of signal not sent (a simulated drop-out of samples).
+    autostart : bool
+        Start sending once both outlets have a consumer (else when :attr:`go` is set).
     """
 
     def __init__(
@@ -112,6 +114,7 @@ class Replayer(threading.Thread):
         chunk_s: float = 0.01,
         channels: list[str] | None = None,
         drop: tuple[float, float] | None = None,
+        autostart: bool = False,
     ) -> None:
         super().__init__(name=f"duin-replay-{name}", daemon=True)
         if not speed > 0:
@@ -123,6 +126,7 @@ class Replayer(threading.Thread):
             raise ValueError(f"replay: channels {unknown} are not in the recording")
         self.chunk = max(1, int(round(chunk_s * rec.sfreq)))
         self.drop = drop
+        self.autostart = autostart
         self.ready = threading.Event()  # outlets exist
         self.go = threading.Event()  # a consumer is connected: start sending
         self.stop = threading.Event()
@@ -160,9 +164,11 @@ class Replayer(threading.Thread):
         )
         markers = lsl.StreamOutlet(minfo)
         self.ready.set()
-        while not self.go.wait(0.05):
+        while not self.go.wait(0.01):
             if self.stop.is_set():
                 return
+            if self.autostart and outlet.has_consumers and markers.has_consumers:
+                break
         rows = [rec.ch_names.index(c) for c in self.channels]
         events = sorted(rec.events, key=lambda ev: ev.onset)
         n = rec.n_times
