@@ -278,10 +278,11 @@ def test_gap_skips_the_affected_trial(trained, tmp_path):
     _, data, run, offline = trained
     rec = recordings(data)[RUNS[1]]
     target = rec.events[5]
-    replay(
+    res = replay(
         run, data, tmp_path / "gap.csv", speed=40, top_k=1, recordings=[RUNS[1]],
         drop=(target.onset + 0.5, 0.02), quiet=True,
     )  # fmt: skip
+    assert res.n_missing == 40 and res.n_skipped == 1
     rows = read_rows(tmp_path / "gap.csv")
     skipped = [r for r in rows if r["skipped"]]
     assert [int(r["event"]) for r in skipped] == [5]

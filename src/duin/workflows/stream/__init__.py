@@ -8,6 +8,14 @@
 """
 
 from duin.workflows.stream.online import STREAM_COLUMNS, Classifier, StreamDecoder
-from duin.workflows.stream.session import StreamResult, replay, stream
+from duin.workflows.stream.session import StreamResult, replay, replay_recordings, stream
 
-__all__ = ["STREAM_COLUMNS", "Classifier", "StreamDecoder", "StreamResult", "replay", "stream"]
+__all__ = [
+    "STREAM_COLUMNS",
+    "Classifier",
+    "StreamDecoder",
+    "StreamResult",
+    "replay",
+    "replay_recordings",
+    "stream",
+]

@@ -55,6 +55,7 @@ __all__ = [
     "OnlinePreprocessor",
     "StreamDecoder",
     "default_lookahead",
+    "state_space",
 ]
 
 logger = logging.getLogger(__name__)
@@ -163,6 +164,36 @@ def default_lookahead(sos: np.ndarray, tolerance: float = LOOKAHEAD_TOLERANCE) -
     return int(math.ceil(math.log(tolerance) / math.log(radius)))
 
 
+def state_space(sos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """State-space form ``z' = A z + B x`` of ``scipy.signal.sosfilt``'s section cascade.
+
+    The state is sosfilt's ``zi`` flattened section by section (``(n_sections * 2,)``).
+
+    Parameters
+    ----------
+    sos : numpy.ndarray
+        ``(n_sections, 6)`` second-order sections (``a0 = 1``).
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``A`` ``(2 n, 2 n)`` and ``B`` ``(2 n,)``.
+    """
+    n = 2 * len(sos)
+
+    def step(z: np.ndarray, x: float) -> np.ndarray:  # direct form II transposed, as sosfilt
+        z = z.reshape(-1, 2)
+        out = np.empty_like(z)
+        for k, (b0, b1, b2, _, a1, a2) in enumerate(sos):
+            y = b0 * x + z[k, 0]
+            out[k] = (b1 * x - a1 * y + z[k, 1], b2 * x - a2 * y)
+            x = y
+        return out.ravel()
+
+    a = np.stack([step(np.eye(n)[i], 0.0) for i in range(n)], axis=1)
+    return a, step(np.zeros(n), 1.0)
+
+
 def _contacts(channel: str, config: PreprocessConfig) -> list[str]:
     """Stream contacts a preprocessed channel is computed from (for error messages)."""
     if config.reference != "bipolar":
@@ -266,6 +297,17 @@ class OnlinePreprocessor:
             self.lookahead = int(round(lookahead_s * self.sfreq_in))
         self._zi = None if self.sos is None else sps.sosfilt_zi(self.sos)  # (n_sections, 2)
         self._state: np.ndarray | None = None  # forward-pass state (n_sections, n_channels, 2)
+        if self.zero_phase and self.lookahead > 0:
+            # The backward pass over the look-ahead only sets the state it enters the window
+            # with, and that state is linear in the samples: state = y_ahead @ P + y_last * Q.
+            # One matrix product instead of a sequential recursion over the look-ahead.
+            a, b = state_space(self.sos)
+            powers = np.empty((self.lookahead, len(b)))  # (lookahead, 2 n_sections): A^j B
+            powers[0] = b
+            for j in range(1, self.lookahead):
+                powers[j] = a @ powers[j - 1]
+            self._ahead = powers
+            self._ahead_start = np.linalg.matrix_power(a, self.lookahead) @ self._zi.ravel()
 
     @staticmethod
     def _check_missing(missing: list[str], contacts: list[str], stream: str) -> None:
@@ -307,13 +349,15 @@ class OnlinePreprocessor:
         y, self._state = sps.sosfilt(self.sos, m, axis=-1, zi=self._state)
         return y
 
-    def backward(self, y: np.ndarray, tail: np.ndarray | None = None) -> np.ndarray:
+    def backward(self, y: np.ndarray, n_keep: int, tail: np.ndarray | None = None) -> np.ndarray:
         """Zero-phase backward pass over forward output ``y`` ``(n_channels, n)``.
 
         Parameters
         ----------
         y : numpy.ndarray
             Forward-filtered samples up to the last one the window needs (incl. look-ahead).
+        n_keep : int
+            Leading samples wanted (the rest is look-ahead).
         tail : numpy.ndarray, optional
             The last :attr:`n_start` spatially mapped input samples when ``y`` ends where the
             stream ended: the backward pass then starts exactly like the offline one (odd
@@ -323,9 +367,15 @@ class OnlinePreprocessor:
         Returns
         -------
         numpy.ndarray
-            ``(n_channels, n)`` zero-phase filtered samples.
+            ``(n_channels, n_keep)`` zero-phase filtered samples.
         """
         zi = self._zi[:, None, :]
+        if tail is None and y.shape[1] - n_keep == self.lookahead > 0:
+            ahead = y[:, n_keep:]
+            state = ahead @ self._ahead + ahead[:, -1:] * self._ahead_start  # (C, 2 n_sections)
+            state = state.reshape(len(y), -1, 2).transpose(1, 0, 2)  # sosfilt's zi layout
+            out, _ = sps.sosfilt(self.sos, y[:, n_keep - 1 :: -1], axis=-1, zi=state)
+            return out[:, ::-1]
         if tail is None:
             start = zi * y[None, :, -1:]
         else:
@@ -335,7 +385,7 @@ class OnlinePreprocessor:
                 self.sos, ext_out[:, ::-1], axis=-1, zi=zi * ext_out[None, :, -1:]
             )
         out, _ = sps.sosfilt(self.sos, y[:, ::-1], axis=-1, zi=start)
-        return out[:, ::-1]
+        return out[:, ::-1][:, :n_keep]
 
     def segment(self, start_out: int, n_out: int) -> tuple[int, int]:
         """Input samples ``[start, stop)`` whose filtered values give outputs ``[start_out, +n_out)``.
@@ -492,6 +542,7 @@ class StreamDecoder:
         self.hop = None if continuous_hop_s is None else int(round(continuous_hop_s * clf.sfreq))
         self.n_decisions = 0
         self.n_skipped = 0
+        self.n_missing = 0  # samples never received (gaps)
         self.latencies_ms: list[float] = []
 
     # ---------------------------------------------------------------------------- input
@@ -572,6 +623,7 @@ class StreamDecoder:
         """Fill a gap by linear interpolation up to the next received sample ``after``."""
         start = self.ring.n_written + sum(b.shape[1] for b, _ in self._startup)
         t_before, before = self._last
+        self.n_missing += n_missing
         logger.warning(
             "gap in the stream: %d sample(s) missing after %.3f s",
             n_missing,
@@ -666,7 +718,7 @@ class StreamDecoder:
             tail = None
             if final and stop == n and w.needed > n:
                 tail = self.ring.get(n - self.pre.n_start, n)[: self._n_rows]
-            g = self.pre.backward(y, tail)[:, : min(w.seg_stop, n) - w.seg_start]
+            g = self.pre.backward(y, min(w.seg_stop, n) - w.seg_start, tail)
         else:
             g = self.ring.get(w.seg_start, min(w.seg_stop, n))[self._n_rows :]
         x = self.pre.resample(g, w.seg_start, w.start_out, self.clf.n_times)

@@ -24,7 +24,7 @@ import numpy as np
 from duin.workflows.stream.lsl import Replayer, open_inlet, words_outlet
 from duin.workflows.stream.online import STREAM_COLUMNS, Classifier, Decision, StreamDecoder
 
-__all__ = ["StreamResult", "replay", "stream"]
+__all__ = ["StreamResult", "replay", "replay_recordings", "stream"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,8 @@ class StreamResult:
         Latency of each decision.
     lookahead_ms : float
         Look-ahead of the decoder (0 for causal runs).
+    n_missing : int
+        Samples that never arrived (gaps in the timestamps).
     interrupted : bool
         Ended by Ctrl-C.
     """
@@ -49,6 +51,7 @@ class StreamResult:
     n_skipped: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     lookahead_ms: float = 0.0
+    n_missing: int = 0
     interrupted: bool = False
 
     def add(self, dec: StreamDecoder) -> None:
@@ -56,6 +59,7 @@ class StreamResult:
         self.n_decisions += dec.n_decisions
         self.n_skipped += dec.n_skipped
         self.latencies_ms.extend(dec.latencies_ms)
+        self.n_missing += dec.n_missing
         self.lookahead_ms = 1e3 * dec.pre.lookahead / dec.sfreq
 
     def summary(self) -> str:
@@ -67,6 +71,8 @@ class StreamResult:
                 f"; latency median {np.median(lat):.1f} ms, p95 {np.percentile(lat, 95):.1f} ms, "
                 f"max {lat.max():.1f} ms"
             )
+        if self.n_missing:
+            text += f"; {self.n_missing} sample(s) missing"
         return text + f"; look-ahead {self.lookahead_ms:.0f} ms"
 
 
@@ -268,17 +274,11 @@ def replay(
     out_csv: str | Path,
     *,
     subject: str | None = None,
-    speed: float = 1.0,
-    top_k: int = 5,
-    continuous: float | None = None,
-    lookahead: float | None = None,
     recordings: Sequence[str] | None = None,
-    channels: Sequence[str] | None = None,
-    drop: tuple[float, float] | None = None,
-    quiet: bool = False,
-    log: Callable[[str], None] | None = None,
+    continuous: float | None = None,
+    **kwargs: Any,
 ) -> StreamResult:
-    """Replay recordings through a real LSL outlet and decode them live (same code path).
+    """Replay a dataset's recordings through a real LSL outlet and decode them live.
 
     Parameters
     ----------
@@ -290,19 +290,12 @@ def replay(
         CSV of decisions (``recording`` names match ``duin predict``'s).
     subject : str, optional
         Subject to replay (default the classifier's).
-    speed : float
-        Replay speed (1 = real time).
-    top_k, continuous, lookahead, quiet
-        As for :func:`stream`.
     recordings : sequence of str, optional
         Recording names to replay (default every recording with events).
-    channels : sequence of str, optional
-        Channels to send, in this order (default all): replays with reordered or missing
-        channels.
-    drop : tuple of float, optional
-        ``(start_s, duration_s)`` of each recording not sent (simulated missing samples).
-    log : callable, optional
-        Receives one line per recording.
+    continuous : float, optional
+        As for :func:`stream`.
+    **kwargs
+        Passed to :func:`replay_recordings` (``speed``, ``top_k``, ``lookahead``, ...).
 
     Returns
     -------
@@ -323,8 +316,53 @@ def replay(
         recs = [r for r in recs if recording_key(r) in set(recordings)]
     if not recs:
         raise ValueError(f"{data}: subject {subject} has no recording with events to replay")
+    return replay_recordings(clf, recs, out_csv, continuous=continuous, **kwargs)
+
+
+def replay_recordings(
+    clf: Classifier,
+    recs: Sequence[Any],
+    out_csv: str | Path,
+    *,
+    speed: float = 1.0,
+    top_k: int = 5,
+    continuous: float | None = None,
+    lookahead: float | None = None,
+    channels: Sequence[str] | None = None,
+    drop: tuple[float, float] | None = None,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> StreamResult:
+    """Replay recordings one after the other through LSL and decode them (same code path).
+
+    Parameters
+    ----------
+    clf : Classifier
+        The classifier.
+    recs : sequence of Recording
+        Recordings (volts, events) of the classifier's subject.
+    out_csv : str or pathlib.Path
+        CSV of decisions.
+    speed : float
+        Replay speed (1 = real time).
+    top_k, continuous, lookahead, quiet
+        As for :func:`stream`.
+    channels : sequence of str, optional
+        Channels to send, in this order (default all): replays with reordered or missing
+        channels.
+    drop : tuple of float, optional
+        ``(start_s, duration_s)`` of each recording not sent (simulated missing samples).
+    log : callable, optional
+        Receives one line per recording.
+
+    Returns
+    -------
+    StreamResult
+    """
+    from duin.data.splits import recording_key
+
     result = StreamResult()
-    out = _Output(Path(out_csv), subject, words_outlet(f"replay-{os.getpid()}"))
+    out = _Output(Path(out_csv), clf.subject, words_outlet(f"replay-{os.getpid()}"))
     status = _Status(not quiet)
     try:
         for rec in recs:
