@@ -117,13 +117,16 @@ def main() -> None:
             "samples_missing": res.n_missing,
             "lookahead_ms": res.lookahead_ms,
             "latency": summarize(res.latencies_ms),
+            "model_forward": summarize(res.model_ms),
             "latencies_ms": [round(x, 3) for x in res.latencies_ms],
         }
         lat = runs[f"{speed:g}"]["latency"]
+        fwd = runs[f"{speed:g}"]["model_forward"]
         print(
             f"speed {speed:g}: {res.n_decisions} decisions, {res.n_skipped} skipped, "
             f"{res.n_missing} samples missing; latency median {lat['median_ms']:.1f} ms, "
-            f"p95 {lat['p95_ms']:.1f} ms, max {lat['max_ms']:.1f} ms"
+            f"p95 {lat['p95_ms']:.1f} ms, max {lat['max_ms']:.1f} ms (model forward median "
+            f"{fwd['median_ms']:.1f} ms)"
         )
     report = {
         "benchmark": "duin stream decision latency (replay through LSL on this machine)",
@@ -168,7 +171,7 @@ def plot(runs: dict[str, Any], path: Path) -> None:
         )  # fmt: skip
     for x, name in ((20, "median target"), (50, "p95 target")):
         ax.axvline(x, color="k", ls="--", lw=0.8)
-        ax.text(x, ax.get_ylim()[1] * 0.95, f" {name}", fontsize=7, va="top")
+        ax.text(x, ax.get_ylim()[1] * 0.95, f" {name}", fontsize=7, va="top", rotation=90)
     ax.set_xlabel("decision latency (ms)")
     ax.set_ylabel("decisions")
     ax.legend(fontsize=7)

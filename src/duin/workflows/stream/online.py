@@ -544,6 +544,7 @@ class StreamDecoder:
         self.n_skipped = 0
         self.n_missing = 0  # samples never received (gaps)
         self.latencies_ms: list[float] = []
+        self.model_ms: list[float] = []  # the classifier's share of each latency
 
     # ---------------------------------------------------------------------------- input
     def push(
@@ -723,7 +724,9 @@ class StreamDecoder:
             g = self.ring.get(w.seg_start, min(w.seg_stop, n))[self._n_rows :]
         x = self.pre.resample(g, w.seg_start, w.start_out, self.clf.n_times)
         x = (x - self.clf.mean[:, None]) / self.clf.std[:, None]
+        t_model = time.perf_counter()
         p = self.clf.probabilities(x)
+        self.model_ms.append(1e3 * (time.perf_counter() - t_model))
         order = np.argsort(-p, kind="stable")[: self.top_k]
         latency = 1e3 * (time.perf_counter() - max(arrival, w.since))
         self.n_decisions += 1

@@ -39,6 +39,8 @@ class StreamResult:
         Windows decoded and skipped.
     latencies_ms : list of float
         Latency of each decision.
+    model_ms : list of float
+        The classifier's forward pass, part of each latency.
     lookahead_ms : float
         Look-ahead of the decoder (0 for causal runs).
     n_missing : int
@@ -50,6 +52,7 @@ class StreamResult:
     n_decisions: int = 0
     n_skipped: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    model_ms: list[float] = field(default_factory=list)
     lookahead_ms: float = 0.0
     n_missing: int = 0
     interrupted: bool = False
@@ -59,6 +62,7 @@ class StreamResult:
         self.n_decisions += dec.n_decisions
         self.n_skipped += dec.n_skipped
         self.latencies_ms.extend(dec.latencies_ms)
+        self.model_ms.extend(dec.model_ms)
         self.n_missing += dec.n_missing
         self.lookahead_ms = 1e3 * dec.pre.lookahead / dec.sfreq
 
