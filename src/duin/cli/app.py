@@ -44,6 +44,7 @@ _HELP_ORDER = (
     "demo",
     "predict",
     "stream",
+    "export",
     "bench",
 )
 #: Command name -> function, in ``duin --help`` order.
