@@ -145,6 +145,8 @@ def _decode(
     idle_warning_s: float = 2.0,
 ) -> None:
     """Poll the inlets until the end; every decision goes to ``out``."""
+    # one forward pass before the first real one, which pays torch's lazy initialisation
+    dec.clf.probabilities(np.zeros((len(dec.clf.channels), dec.clf.n_times)))
     correction = inlet.time_correction(timeout=5.0)
     m_correction = 0.0 if marker_inlet is None else marker_inlet.time_correction(timeout=5.0)
     started, last_data, warned = time.perf_counter(), time.perf_counter(), False
@@ -172,12 +174,15 @@ def _decode(
             if source_done(n_received):
                 break
             if arrival - last_data > idle_warning_s and not warned:
-                logger.warning(
-                    "%s: no samples for %.0f s; waiting (liblsl reconnects when the stream "
-                    "comes back, and the gap is reported)",
-                    recording,
-                    arrival - last_data,
-                )
+                if n_received:
+                    logger.warning(
+                        "%s: no samples for %.0f s; waiting (liblsl reconnects when the stream "
+                        "comes back, and the gap is reported)",
+                        recording,
+                        arrival - last_data,
+                    )
+                else:
+                    logger.warning("%s: no samples yet; waiting for the stream", recording)
                 warned = True
             time.sleep(0.0005)
     except KeyboardInterrupt:
