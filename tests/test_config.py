@@ -165,7 +165,7 @@ def test_paper_recipes():
 
 
 def test_config_file_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="packaged configs: bench, paper, quick"):
+    with pytest.raises(FileNotFoundError, match="packaged configs: bench, online, paper, quick"):
         builtin_config_path("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: [1, 2\n")

@@ -1,7 +1,8 @@
 """The ``duin`` typer app: global options, the one-line error handling, command registration.
 
 Commands are plain functions in the command-group modules (:mod:`duin.cli.data`,
-:mod:`duin.cli.train`, :mod:`duin.cli.demo`, :mod:`duin.cli.bench`, :mod:`duin.cli.models`);
+:mod:`duin.cli.train`, :mod:`duin.cli.demo`, :mod:`duin.cli.bench`, :mod:`duin.cli.models`,
+:mod:`duin.cli.stream`);
 :func:`register` adds them to an app wrapped by :func:`cli_errors`, so that user errors
 (``ValueError`` incl. :class:`duin.config.ConfigError`, ``FileNotFoundError`` and other
 ``OSError``, ``TypeError``, ``FloatingPointError`` such as a diverged loss) print one line
@@ -20,7 +21,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from duin._version import __version__
-from duin.cli import bench, data, demo, models, train
+from duin.cli import bench, data, demo, models, stream, train
 from duin.cli.options import state
 from duin.utils.logs import setup_logging
 
@@ -29,7 +30,7 @@ __all__ = ["COMMANDS", "app", "cli_errors", "main", "register"]
 logger = logging.getLogger("duin.cli")
 F = TypeVar("F", bound=Callable[..., Any])
 
-_GROUPS = (models, data, train, demo, bench)
+_GROUPS = (models, data, train, demo, bench, stream)
 _HELP_ORDER = (
     "show-config",
     "convert-reference",
@@ -42,6 +43,7 @@ _HELP_ORDER = (
     "select-channels",
     "demo",
     "predict",
+    "stream",
     "export",
     "bench",
 )

@@ -47,8 +47,11 @@ __all__ = [
     "PreprocessConfig",
     "bipolar_pairs",
     "design_filter",
+    "filter_padlen",
     "parse_contact",
     "preprocess",
+    "resample_factors",
+    "resample_margin",
     "spatial_map",
 ]
 
@@ -150,7 +153,7 @@ class PreprocessConfig:
             if self.l_freq is not None and self.l_freq >= nyquist:
                 raise bad("l_freq", f"must be below the Nyquist frequency {nyquist:g} Hz")
             if self.sfreq is not None:
-                _resample_factors(input_sfreq, self.sfreq)
+                resample_factors(input_sfreq, self.sfreq)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (for YAML/JSON and provenance)."""
@@ -381,13 +384,14 @@ def design_filter(config: PreprocessConfig, sfreq: float) -> np.ndarray | None:
     return np.vstack(sections) if sections else None
 
 
-def _padlen(sos: np.ndarray) -> int:
-    # Same default as scipy.signal.sosfiltfilt.
+def filter_padlen(sos: np.ndarray) -> int:
+    """Samples of odd extension at each end of a zero-phase pass (``sosfiltfilt``'s default)."""
     n_taps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
     return 3 * n_taps
 
 
-def _resample_factors(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
+def resample_factors(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
+    """``(up, down)`` of the polyphase resampling from ``sfreq_in`` to ``sfreq_out`` Hz."""
     ratio = Fraction(sfreq_out / sfreq_in).limit_denominator(1000)
     if abs(float(ratio) * sfreq_in - sfreq_out) > 1e-6 * sfreq_out:
         raise ValueError(
@@ -427,7 +431,7 @@ def _filter_pass(
 
 def _zero_phase(sos, read, store, n_times, chunk) -> None:
     """Chunked equivalent of ``scipy.signal.sosfiltfilt(sos, x, padtype="odd")`` into ``store``."""
-    padlen = _padlen(sos)
+    padlen = filter_padlen(sos)
     if n_times <= padlen:
         raise RecordingError(
             f"recording has {n_times} samples, the zero-phase filter needs more than {padlen}"
@@ -458,6 +462,17 @@ def _causal(sos, read, store, n_times, chunk) -> None:
         store[:, start:stop] = block
 
     _filter_pass(sos, read, write_store, n_times, chunk, False, zi * x0[None])
+
+
+def resample_margin(up: int, down: int) -> int:
+    """Input samples (a multiple of ``down``) that a resampled chunk needs beyond each end.
+
+    ``resample_poly``'s filter spans ``10 * max(up, down)`` upsampled samples on each side, so
+    a segment that starts on a multiple of ``down`` and reaches this far past the outputs it
+    keeps computes them exactly as the one-shot call would.
+    """
+    half = -(-10 * max(up, down) // up) + 2
+    return -(-half // down) * down
 
 
 def _open_scratch(shape: tuple[int, int], directory: Path | None) -> tuple[np.ndarray, Path | None]:
@@ -513,7 +528,7 @@ def preprocess(
     rows = plan.used
     n_times, sfreq_in = recording.n_times, recording.sfreq
     sfreq_out = config.sfreq or sfreq_in
-    up, down = _resample_factors(sfreq_in, sfreq_out)
+    up, down = resample_factors(sfreq_in, sfreq_out)
     chunk = max(down, chunk_samples - chunk_samples % down)
     out_dir = Path(out_path).resolve().parent if out_path is not None else None
     if out_dir is not None:
@@ -553,9 +568,7 @@ def preprocess(
                 stop = min(start + chunk, n_times)
                 out[:, start:stop] = plan.weights @ read_filtered(start, stop)
         else:
-            # resample_poly's filter spans 10 * max(up, down) upsampled samples on each side.
-            half = -(-10 * max(up, down) // up) + 2
-            margin = -(-half // down) * down
+            margin = resample_margin(up, down)
             for start in range(0, n_times, chunk):
                 stop = min(start + chunk, n_times)
                 seg_start, seg_stop = max(0, start - margin), min(n_times, stop + margin)

@@ -24,13 +24,30 @@ from duin.utils.io import atomic_write_text
 from duin.workflows.prepare import prepare_data
 from duin.workflows.rundir import RESULT_FILE, TRIAL_DATA_FILE
 
-__all__ = ["predict"]
+__all__ = ["PREDICT_COLUMNS", "find_classifier_run", "predict"]
 
 logger = logging.getLogger(__name__)
 
+#: Columns of the prediction CSV (one row per event and rank).
+PREDICT_COLUMNS = [
+    "subject", "recording", "event", "onset", "true_label", "rank", "word", "probability"
+]  # fmt: skip
 
-def _find_trial_data(ckpt: Path) -> tuple[Path, Path]:
-    """(checkpoint dir, run dir with trial_data.json) for a checkpoint or run directory."""
+
+def find_classifier_run(ckpt: Path) -> tuple[Path, Path]:
+    """Locate a fine-tuned classifier and the run directory that describes its data.
+
+    Parameters
+    ----------
+    ckpt : pathlib.Path
+        A ``sub-XX/seed-N`` run directory, a checkpoint inside one, or a finetune run with
+        exactly one classifier.
+
+    Returns
+    -------
+    tuple of pathlib.Path
+        (checkpoint directory, run directory holding ``trial_data.json``).
+    """
     ckpt = Path(ckpt)
     if not ckpt.exists():
         raise FileNotFoundError(f"checkpoint not found: {ckpt}")
@@ -44,7 +61,7 @@ def _find_trial_data(ckpt: Path) -> tuple[Path, Path]:
         raise FileNotFoundError(f"{ckpt}: no {TRIAL_DATA_FILE} above it (not a finetune run?)")
     runs = sorted(ckpt.glob(f"sub-*/seed-*/{TRIAL_DATA_FILE}"))
     if len(runs) == 1:
-        return _find_trial_data(runs[0].parent)
+        return find_classifier_run(runs[0].parent)
     if runs:
         raise ValueError(
             f"{ckpt} holds {len(runs)} classifiers; pass one of {[str(r.parent) for r in runs[:6]]}"
@@ -92,7 +109,7 @@ def predict(
 
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    ckpt_dir, run_dir = _find_trial_data(Path(ckpt))
+    ckpt_dir, run_dir = find_classifier_run(Path(ckpt))
     info = json.loads((run_dir / TRIAL_DATA_FILE).read_text())
     model = load_model(ckpt_dir)
     labels: list[str] = info["labels"]
@@ -164,9 +181,7 @@ def predict(
         prepared = None  # release memory maps before the temporary cache is removed
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(
-        ["subject", "recording", "event", "onset", "true_label", "rank", "word", "probability"]
-    )
+    writer.writerow(PREDICT_COLUMNS)
     writer.writerows(rows_out)
     text = buffer.getvalue()
     if out_csv is not None:
