@@ -33,6 +33,7 @@ _GROUPS = (models, data, train, demo, bench)
 _HELP_ORDER = (
     "show-config",
     "convert-reference",
+    "verify",
     "simulate",
     "inspect",
     "pretrain-vqvae",

@@ -4,8 +4,9 @@ A checkpoint is a directory with ``model.safetensors`` (the state dict) and ``co
 
     {"name": "duin_cls", "config": {...}, "duin_version": "0.1.0"}
 
-``save_model`` writes into a temporary sibling directory and renames it into place, so a
-checkpoint directory is either complete or absent.
+plus ``manifest.json`` (SHA-256 of each file, written last; :mod:`duin.utils.integrity`), which
+``load_model`` verifies. ``save_model`` writes into a temporary sibling directory and renames it
+into place, so a checkpoint directory is either complete or absent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 
 from duin._version import __version__
 from duin.models.duin import DuINClassifier, DuINMAE, DuINVQVAE
+from duin.utils.integrity import verify_manifest, write_manifest
 
 __all__ = [
     "CONFIG_FILE",
@@ -153,6 +155,7 @@ def save_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     try:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"name": name})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_manifest(tmp)
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             os.replace(path, old)
@@ -187,6 +190,8 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         If a file is missing.
     ValueError
         If the config is malformed or a tensor's shape or name does not match the config.
+    duin.utils.integrity.IntegrityError
+        If a file differs from the SHA-256 recorded in the checkpoint's ``manifest.json``.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -196,6 +201,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     for file in (config_path, weights_path):
         if not file.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {file}")
+    verify_manifest(path)
     try:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
