@@ -663,6 +663,11 @@ class TrainerConfig:
         Convert BatchNorm layers to SyncBatchNorm under multi-GPU DDP (as the reference does).
     deterministic : bool
         Use deterministic CUDA kernels (needed for bit-exact resume on GPU; slower).
+    on_nonfinite : {"stop", "skip"}
+        On a NaN/Inf loss or gradient: stop with a one-line error (``checkpoints/last`` stays the
+        last good checkpoint), or skip that optimizer step.
+    max_nonfinite_skips : int
+        Under ``skip``: how many steps a run may skip before it stops anyway.
     """
 
     device: str = "auto"
@@ -680,9 +685,15 @@ class TrainerConfig:
     find_unused_parameters: bool = False
     sync_batchnorm: bool = True
     deterministic: bool = False
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_skips: int = 10
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
+        _require(
+            self.max_nonfinite_skips >= 0,
+            f"max_nonfinite_skips must be >= 0, got {self.max_nonfinite_skips}",
+        )
         _require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",

@@ -123,6 +123,7 @@ class _RunDirMixin:
                 "best_metric": self.best_metric,
                 "best_epoch": self.best_epoch,
                 "epochs_without_improvement": self.bad_epochs,
+                "nonfinite_skips": self.nonfinite_skips,
                 "metrics_offset": metrics_file.stat().st_size if metrics_file.exists() else 0,
                 "seed": self.seed,
                 "world_size": self.dist.world_size,
@@ -184,6 +185,7 @@ class _RunDirMixin:
         self.best_metric = state["best_metric"]
         self.best_epoch = state["best_epoch"]
         self.bad_epochs = int(state["epochs_without_improvement"])
+        self.nonfinite_skips = int(state.get("nonfinite_skips", 0))
         mine = state["ranks"][self.dist.rank]
         self.train_sums = {
             k: torch.tensor(v, dtype=torch.float64, device=self.device)
