@@ -49,6 +49,7 @@ from duin.training.trainer.hooks import (
 )
 from duin.training.trainer.logs import _LogsMixin
 from duin.training.trainer.nonfinite import _NonFiniteMixin, nonfinite_terms
+from duin.utils.lock import run_lock
 from duin.utils.seeding import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
@@ -400,8 +401,15 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
             After SIGINT/SIGTERM, once a resumable checkpoint is written.
         FileExistsError
             ``run_dir`` already holds a run and ``resume`` is False.
+        duin.utils.lock.RunLockedError
+            Another live process is training in ``run_dir`` (its ``duin.lock``).
         """
         self._setup()
+        lock = run_lock(self.run_dir) if self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         self._flag_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         self.global_step = 0
         self.finished = False
