@@ -25,6 +25,7 @@ from torch import nn
 from duin._version import __version__
 from duin.models.duin import DuINClassifier, DuINMAE, DuINVQVAE
 from duin.utils.integrity import verify_manifest, write_manifest
+from duin.utils.io import named_write_error
 
 __all__ = [
     "CONFIG_FILE",
@@ -148,10 +149,13 @@ def save_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
     name = _model_name(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"name": name, "config": model.config.to_dict(), "duin_version": __version__}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as err:
+        raise named_write_error(err, path) from err
     try:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"name": name})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
@@ -163,8 +167,10 @@ def save_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise named_write_error(err, path) from err
         raise
     return path
 
