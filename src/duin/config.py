@@ -123,6 +123,10 @@ def load_yaml(path: str | Path) -> Any:
             data = yaml.load(handle, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     return {} if data is None else data
 
 
@@ -505,7 +509,13 @@ def load_config(
     else:
         merged = shared
     merged = apply_overrides(merged, overrides)
-    return from_dict(target, merged)
+    try:
+        return from_dict(target, merged)
+    except ConfigError as err:
+        if path is None:
+            raise
+        where = f"{source} with --set overrides" if overrides else source
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def config_to_yaml(config: Any) -> str:
