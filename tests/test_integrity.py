@@ -189,3 +189,14 @@ def test_tampered_trainer_checkpoint_is_refused_on_resume(tmp_path, victim):
     (last / victim).write_bytes(bytes(raw))
     with pytest.raises(IntegrityError, match=victim):
         _trainer(run, epochs=2, resume=True).fit()
+
+
+def test_channel_selection_file_is_integrity_checked(tmp_path):
+    from duin.workflows.rundir import read_channels, write_channels
+
+    write_channels(tmp_path, {"01": ["A1", "A2"]}, method="test", seed=0)
+    assert read_channels(tmp_path) == {"01": ["A1", "A2"]}
+    path = tmp_path / "channels.json"
+    path.write_text(path.read_text().replace('"A2"', '"A3"'))
+    with pytest.raises(IntegrityError, match=r"channels\.json"):
+        read_channels(tmp_path)

@@ -24,6 +24,7 @@ from duin.utils.io import atomic_write_json
 __all__ = [
     "MANIFEST_FILE",
     "IntegrityError",
+    "add_to_manifest",
     "file_sha256",
     "find_manifests",
     "read_manifest",
@@ -105,6 +106,35 @@ def write_manifest(directory: str | os.PathLike, files: Iterable[str] | None = N
     directory = Path(directory)
     names = _listed_files(directory) if files is None else sorted(files)
     listing = {name: file_sha256(directory / name) for name in names}
+    payload = {"format": _FORMAT, "version": _VERSION, "algorithm": "sha256", "files": listing}
+    return atomic_write_json(directory / MANIFEST_FILE, payload)
+
+
+def add_to_manifest(directory: str | os.PathLike, names: Iterable[str]) -> Path:
+    """Record (or refresh) the SHA-256 of ``names`` in ``directory``'s manifest, keeping others.
+
+    For directories that several steps fill (a run directory's ``channels.json``, ...). Call it
+    after the files are completely written.
+
+    Parameters
+    ----------
+    directory : path-like
+        The directory.
+    names : iterable of str
+        Relative paths of files written in it.
+
+    Returns
+    -------
+    pathlib.Path
+        The manifest path.
+    """
+    directory = Path(directory)
+    try:
+        listing = read_manifest(directory) or {}
+    except IntegrityError:
+        listing = {}
+    listing = {name: digest for name, digest in listing.items() if (directory / name).is_file()}
+    listing.update({name: file_sha256(directory / name) for name in names})
     payload = {"format": _FORMAT, "version": _VERSION, "algorithm": "sha256", "files": listing}
     return atomic_write_json(directory / MANIFEST_FILE, payload)
 
