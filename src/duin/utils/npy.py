@@ -11,6 +11,7 @@ file. The file is written under a temporary name and renamed into place by :meth
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import tempfile
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 
 from duin.utils.io import named_write_error
 
-__all__ = ["NpyBlockWriter"]
+__all__ = ["NpyBlockWriter", "release_pages"]
 
 
 class NpyBlockWriter:
@@ -110,3 +111,27 @@ class NpyBlockWriter:
     def __del__(self) -> None:  # an abandoned writer leaves no temporary behind
         with contextlib.suppress(Exception):
             self._abort()
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the pages a read of a memory-mapped array brought into this process's RSS.
+
+    Scanning a multi-hour ``numpy.memmap`` block by block keeps every touched page mapped, so
+    peak RSS grows with the file even though the data are never copied. After each block,
+    ``madvise(MADV_DONTNEED)`` unmaps them (the data stay in the file and the page cache;
+    the next access faults them back in). No-op for ordinary arrays, copy-on-write maps and
+    platforms without ``madvise``.
+
+    Parameters
+    ----------
+    array : numpy.ndarray
+        A ``numpy.memmap`` (or a view of one); anything else is ignored.
+    """
+    handle = getattr(array, "_mmap", None)
+    if not isinstance(handle, mmap.mmap) or getattr(array, "mode", "c") == "c":
+        return
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None or not hasattr(handle, "madvise"):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        handle.madvise(advice)

@@ -28,12 +28,24 @@ def _oracle_features(lf: np.ndarray, hg_power: np.ndarray, sfreq: float) -> np.n
     return np.concatenate([lf_feat, np.log(hg)], axis=-1)
 
 
+_FEATURE_CHUNK = 32  # trials filtered at once by _observed_features
+
+
 def _observed_features(epochs: np.ndarray, sfreq: float) -> np.ndarray:
-    """Oracle features of observed epochs ``(n, n_inf, n_times)`` (volts)."""
+    """Oracle features of observed epochs ``(n, n_inf, n_times)`` (volts).
+
+    Trials are filtered in chunks (each trial independently), so the filter outputs never
+    exist for all trials at once: peak memory does not grow with the number of trials.
+    """
     lf_sos = sps.butter(4, 12.0, fs=sfreq, output="sos")
-    lf = sps.sosfiltfilt(lf_sos, epochs, axis=-1)
-    hg = sps.sosfiltfilt(_hg_sos(sfreq), epochs, axis=-1)
-    return _oracle_features(lf, hg**2, sfreq)
+    hg_sos = _hg_sos(sfreq)
+    chunks = []
+    for start in range(0, len(epochs), _FEATURE_CHUNK):
+        part = epochs[start : start + _FEATURE_CHUNK]
+        lf = sps.sosfiltfilt(lf_sos, part, axis=-1)
+        hg = sps.sosfiltfilt(hg_sos, part, axis=-1)
+        chunks.append(_oracle_features(lf, hg**2, sfreq))
+    return np.concatenate(chunks)
 
 
 def _restricted(model: _SubjectModel, shafts: Sequence[int]) -> _SubjectModel:
