@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 from duin.data.recording import Event, Recording
 from duin.data.splits import Trial, Window, recording_key
 from duin.utils.integrity import IntegrityError, file_sha256
+from duin.utils.npy import NpyBlockWriter, release_pages
 
 __all__ = [
     "CacheEntry",
@@ -422,29 +423,20 @@ def _build_entry(
             scratch = None
             _write_sidecar(entry)
             return entry
-        handle, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp.npy", dir=root)
-        os.close(handle)
-        tmp = Path(name)
-        try:
-            out = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.float32, shape=(len(rows), rec.n_times)
-            )
-            contiguous = rows == list(range(rec.n_channels))
-            for start in range(0, rec.n_times, _COPY_BLOCK):
-                stop = min(start + _COPY_BLOCK, rec.n_times)
-                block = rec.signals[:, start:stop] if contiguous else rec.signals[rows, start:stop]
-                out[:, start:stop] = block
-                del block  # one block alive at a time: memory does not depend on the length
-            out.flush()
-            del out
-            os.replace(tmp, entry.path)
-            tmp = None
-            # the sidecar is written last: a .npy without its .json is rebuilt next time
-            _write_sidecar(entry)
-            return entry
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+        # Plain-I/O block writes (temp file + rename), not a writable memmap whose touched
+        # pages would stay resident: memory does not depend on the recording's length.
+        out = NpyBlockWriter(entry.path, (len(rows), rec.n_times))
+        contiguous = rows == list(range(rec.n_channels))
+        for start in range(0, rec.n_times, _COPY_BLOCK):
+            stop = min(start + _COPY_BLOCK, rec.n_times)
+            block = rec.signals[:, start:stop] if contiguous else rec.signals[rows, start:stop]
+            out[:, start:stop] = block
+            del block  # one block alive at a time
+            release_pages(rec.signals)
+        out.finish()
+        # the sidecar is written last: a .npy without its .json is rebuilt next time
+        _write_sidecar(entry)
+        return entry
     finally:
         if scratch is not None:
             rec = None  # type: ignore[assignment]  # drop the memmap before unlinking
