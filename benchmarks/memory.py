@@ -79,7 +79,7 @@ def measure(preset: str, hours: float, tmpdir: Path, extra: list[str]) -> dict[s
         "peak_rss_mb": round(int(match.group(1)) / 1024, 1),
         "wall_s": round(wall, 1),
         "bytes_written": written,
-        "command": " ".join(["/usr/bin/time -v", *cmd[1:]]).replace(str(out), "OUT"),
+        "command": " ".join(["/usr/bin/time -v python", *cmd[1:]]).replace(str(out), "OUT"),
     }
 
 
