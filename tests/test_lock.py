@@ -44,7 +44,7 @@ def test_lock_holds_pid_and_host_and_is_released(tmp_path):
             pass
         assert path.is_file()
     assert not path.exists()
-    assert [p.name for p in (tmp_path / "run").iterdir()] == []
+    assert not (tmp_path / "run").exists()  # created for the lock only: removed with it
 
 
 def test_second_writer_is_refused_naming_the_holder(tmp_path, live_pid):
@@ -130,3 +130,12 @@ def test_trainer_takes_the_lock(tmp_path, live_pid):
     (tmp_path / "run" / LOCK_FILE).unlink()
     trainer.fit()
     assert not (tmp_path / "run" / LOCK_FILE).exists()
+
+
+def test_a_directory_created_only_for_the_lock_is_removed(tmp_path):
+    with pytest.raises(RuntimeError), run_lock(tmp_path / "new"):
+        raise RuntimeError("failed before writing anything")
+    assert not (tmp_path / "new").exists()
+    with run_lock(tmp_path / "kept"):
+        (tmp_path / "kept" / "config.yaml").write_text("x")
+    assert (tmp_path / "kept" / "config.yaml").is_file()

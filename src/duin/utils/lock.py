@@ -161,6 +161,7 @@ def run_lock(directory: str | os.PathLike) -> Iterator[Path]:
         Another live process on this host (or any process on another host) holds the lock.
     """
     path = (Path(directory).absolute() / LOCK_FILE).resolve()
+    created = not path.parent.exists()
     with _held_guard:
         depth = _held.get(path, 0)
         if depth == 0:
@@ -176,3 +177,6 @@ def run_lock(directory: str | os.PathLike) -> Iterator[Path]:
                 info = _read(path)
                 if info is not None and info.get("pid") == os.getpid():
                     path.unlink(missing_ok=True)
+                if created:  # a run that failed before writing anything leaves no directory
+                    with contextlib.suppress(OSError):
+                        path.parent.rmdir()
