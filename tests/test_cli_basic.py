@@ -116,7 +116,6 @@ def test_convert_reference_validates_arguments(tmp_path):
 
 
 def test_convert_reference_parity_weights(parity_dir, tmp_path):
-    pytest.importorskip("duin.models.convert")
     out = tmp_path / "vqvae"
     result = runner.invoke(
         app,

@@ -15,6 +15,7 @@ from duin.data.datasets import (
     compute_channel_stats,
     shift_time,
 )
+from duin.data.preprocess import PreprocessConfig
 from duin.data.recording import Event, Recording
 from duin.data.splits import Window, pretrain_windows, split_trials
 
@@ -64,12 +65,11 @@ def test_cache_is_reused_and_keyed(tmp_path, monkeypatch):
 
 
 def test_cache_key_follows_preprocessing_config(tmp_path):
-    preprocess = pytest.importorskip("duin.data.preprocess")
     rec = _recording(n_channels=4, seconds=20.0)
-    a = preprocess.PreprocessConfig(reference="none", sfreq=None, l_freq=0.5, h_freq=200.0)
-    b = preprocess.PreprocessConfig(reference="none", sfreq=None, l_freq=1.0, h_freq=200.0)
+    a = PreprocessConfig(reference="none", sfreq=None, l_freq=0.5, h_freq=200.0)
+    b = PreprocessConfig(reference="none", sfreq=None, l_freq=1.0, h_freq=200.0)
     assert cache_key(rec, a) != cache_key(rec, b)
-    assert cache_key(rec, a) == cache_key(rec, preprocess.PreprocessConfig(**a.to_dict()))
+    assert cache_key(rec, a) == cache_key(rec, PreprocessConfig(**a.to_dict()))
     index = build_cache([rec], tmp_path, a, channels=["A3", "A1"])
     entry = index.entries[0]
     assert entry.ch_names == ["A3", "A1"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -98,16 +99,34 @@ def test_tokenize_matches_forward_codes_and_never_mutates() -> None:
 def test_vqvae_training_step_updates_codex_and_learns() -> None:
     torch.manual_seed(0)
     model = _small_vqvae(quantizer={"n_codes": 8, "init_mode": "first_batch"}).train()
-    x = torch.randn(4, 10, 500)
+    quantizer = model.quantizer
+    x = torch.randn(4, 10, 500)  # 4 x 5 = 20 tokens per batch
     opt = torch.optim.AdamW(model.param_groups(0.01), lr=1e-3)
-    losses = []
+    random_book = quantizer.codebook.clone()
+    losses, books, counts = [], [], []
     for _ in range(5):
         opt.zero_grad()
         loss = model(x)["loss"]
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    assert bool(model.quantizer.initted)
+        books.append(quantizer.codebook.clone())
+        counts.append(quantizer.counts.clone())
+    assert bool(quantizer.initted)
+    assert not torch.equal(books[0], random_book)  # k-means init on the first batch
+    for before, after in itertools.pairwise(books):
+        assert (after - before).abs().max() > 0  # the EMA moves the codebook every step
+    torch.testing.assert_close(books[-1].norm(dim=1), torch.ones(8))
+    for before, after in itertools.pairwise(counts):
+        assert not torch.equal(before, after)
+    # Usage EMA: every step adds (1 - decay) x the 20 assignments, so after k steps the counts
+    # sum to 20 (1 - decay^k).
+    decay = quantizer.config.decay
+    for k, c in enumerate(counts, start=1):
+        torch.testing.assert_close(c.sum(), torch.tensor(20 * (1 - decay**k)))
+    # Eval forwards leave the codex alone (the reference would update counts).
+    model.eval()(x)
+    assert torch.equal(quantizer.codebook, books[-1]) and torch.equal(quantizer.counts, counts[-1])
     assert losses[-1] < losses[0]
 
 
@@ -235,10 +254,15 @@ def test_config_module_does_not_import_torch() -> None:
 def test_transfer_encoder_and_shape_mismatch() -> None:
     torch.manual_seed(0)
     vqvae = _small_vqvae()
+    with torch.no_grad():  # off the initial values, which any two fresh models share
+        for tensor in vqvae.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor) + 0.5)
     cls = DuINClassifier(ClassifierConfig(**SMALL))
     transfer_encoder(vqvae, cls)
     for name in ("subject_layer", "tokenizer", "encoder"):
         src, dst = getattr(vqvae, name).state_dict(), getattr(cls, name).state_dict()
+        assert src.keys() == dst.keys(), name
         assert all(torch.equal(src[k], dst[k]) for k in src), name
     other = DuINClassifier(ClassifierConfig(**SMALL, n_channels=12))
     with pytest.raises(ValueError, match=r"subject_layer\.weight.*channel count"):

@@ -3,7 +3,15 @@
 The fixture weights are converted with :func:`duin.models.convert.convert_reference` and loaded
 with :func:`duin.load_model`; inputs are transposed from the reference's time-major ``(B, T, C)``
 to duin's ``(B, C, T)``. Rule: float arrays ``max|ours - ref| <= 1e-5 * max|ref|``; integer and
-bool arrays exactly equal. Every array in each file must be checked (coverage is asserted).
+bool arrays exactly equal. Every array in each file is accounted for (coverage is asserted) as
+one of:
+
+- a model array: computed by the duin model from the inputs; these alone are counted and reported
+  (worst error per model, in the terminal summary and in results/parity.json);
+- a derived array: checked, but computed by a helper below from model outputs or stored weights,
+  or a one-hot/duplicate of a model array, so not counted;
+- an input: fed to the model (signals, subject indices, channel and MAE masks, labels); comparing
+  it with itself would prove nothing, so it is only declared.
 
 Not computed by duin models, and therefore reproduced by small helpers here:
 
@@ -17,6 +25,7 @@ Not computed by duin models, and therefore reproduced by small helpers here:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -31,36 +40,66 @@ REL_TOL = 1e-5
 
 
 class Checker:
-    """Collects comparisons, failures and which fixture keys were covered."""
+    """Compares arrays with a fixture file and accounts for every array in it."""
 
     def __init__(self, io: np.lib.npyio.NpzFile) -> None:
         self.io = io
-        self.covered: set[str] = set()
+        self.inputs: set[str] = set()
+        self.derived: set[str] = set()
         self.failures: list[str] = []
-        self.errors: dict[str, float] = {}
+        self.errors: dict[str, float] = {}  # model arrays: relative error, or entries differing
 
-    def check(self, key: str, ours: torch.Tensor | np.ndarray) -> None:
+    def input(self, *keys: str) -> None:
+        """Declare fixture arrays that are inputs to the model (not compared)."""
+        for key in keys:
+            assert key in self.io, f"{key}: not in the fixture file"
+            self.inputs.add(key)
+
+    def check(self, key: str, ours: torch.Tensor | np.ndarray, derived: bool = False) -> None:
+        """Compare ``ours`` with the fixture array ``key`` (``derived``: do not count it)."""
         ref = self.io[key]
         value = ours.detach().cpu().numpy() if isinstance(ours, torch.Tensor) else ours
-        self.covered.add(key)
+        if derived:
+            self.derived.add(key)
         if value.shape != ref.shape:
             self.failures.append(f"{key}: shape {value.shape} != {ref.shape}")
-            return
-        if ref.dtype.kind in "biu":
-            bad = int((value != ref).sum())
-            self.errors[key] = bad
-            if bad:
-                self.failures.append(f"{key}: {bad} entries differ")
-            return
-        scale = float(np.abs(ref).max())
-        err = float(np.abs(value.astype(np.float64) - ref.astype(np.float64)).max())
-        self.errors[key] = err / scale if scale else err
-        if err > REL_TOL * scale:
-            self.failures.append(f"{key}: max err {err:.3g} > {REL_TOL} * {scale:.3g}")
+            error = math.inf
+        elif ref.dtype.kind in "biu":
+            error = int((value != ref).sum())
+            if error:
+                self.failures.append(f"{key}: {error} entries differ")
+        else:
+            scale = float(np.abs(ref).max())
+            err = float(np.abs(value.astype(np.float64) - ref.astype(np.float64)).max())
+            error = err / scale if scale else err
+            if err > REL_TOL * scale:
+                self.failures.append(f"{key}: max err {err:.3g} > {REL_TOL} * {scale:.3g}")
+        if not derived:
+            self.errors[key] = error
 
-    def finish(self) -> None:
-        missing = sorted(set(self.io.files) - self.covered)
-        assert not missing, f"fixture arrays not checked: {missing}"
+    def summary(self) -> dict:
+        """Counts and worst errors of the model arrays."""
+        floats = {k: e for k, e in self.errors.items() if self.io[k].dtype.kind not in "biu"}
+        worst = max(floats, key=floats.__getitem__)
+        return {
+            "n_model_arrays": len(self.errors),
+            "n_float_arrays": len(floats),
+            "n_exact_arrays": len(self.errors) - len(floats),
+            "worst_float": {"array": worst, "error": floats[worst]},
+            "errors": dict(sorted(self.errors.items())),
+            "derived_arrays_checked_not_counted": sorted(self.derived),
+            "input_arrays_not_compared": sorted(self.inputs),
+            "tolerance": REL_TOL,
+            "passed": not self.failures,
+        }
+
+    def finish(self, report: dict, name: str) -> None:
+        """Record the summary under ``name`` in the session report, then assert."""
+        report[name] = self.summary()
+        accounted = set(self.errors) | self.derived | self.inputs
+        missing = sorted(set(self.io.files) - accounted)
+        assert not missing, f"fixture arrays not accounted for: {missing}"
+        assert not set(self.errors) & self.inputs, "an input was also counted as computed"
         assert not self.failures, "\n".join(self.failures)
 
 
@@ -94,12 +133,10 @@ def checkpoints(parity_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> d
 
 def _inputs(checker: Checker, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     io = checker.io
-    subject = torch.from_numpy(io[prefix + "subj_idx"])
-    checker.check(prefix + "subj_idx", subject)
-    checker.check(prefix + "subj_id", F.one_hot(subject, io[prefix + "subj_id"].shape[1]).float())
-    x = _bct(io[prefix + "X"])
-    checker.check(prefix + "X", _btc(x))  # the layout round trip is the identity
-    return x, subject
+    checker.input(prefix + "X", prefix + "subj_idx", prefix + "subj_id")
+    # The one-hot subject is the index's one-hot: duin takes the index.
+    assert np.array_equal(io[prefix + "subj_id"].argmax(1), io[prefix + "subj_idx"])
+    return _bct(io[prefix + "X"]), torch.from_numpy(io[prefix + "subj_idx"])
 
 
 def _distance_stats(model, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,14 +148,14 @@ def _distance_stats(model, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 @torch.no_grad()
-def test_vqvae_parity(parity_dir: Path, checkpoints: dict[str, Path]) -> None:
+def test_vqvae_parity(parity_dir: Path, checkpoints: dict[str, Path], parity_report: dict) -> None:
     model = load_model(checkpoints["vqvae"])
     checker = Checker(np.load(parity_dir / "vqvae_io.npz"))
     io = checker.io
     for p in ("", "hi_"):
         x, subject = _inputs(checker, p)
+        checker.input(p + "channel_mask")
         mask = torch.from_numpy(io[p + "channel_mask"])
-        checker.check(p + "channel_mask", mask)
         out = model(x, subject, channel_mask=mask, return_intermediates=True)
         dist_min, margin = _distance_stats(model, out["vq_z"])
         ours = {
@@ -134,8 +171,6 @@ def test_vqvae_parity(parity_dir: Path, checkpoints: dict[str, Path]) -> None:
             "vq_zq_st": out["vq_st"],
             "vq_ln": out["vq_ln"],
             "vq_out": out["vq_out"],
-            "vq_dist_min": dist_min,
-            "vq_dist_margin": margin,
             "dec_in": out["dec_in"],
             "dec_out": out["dec_out"],
             "rgs_out": _btc(out["head_out"]),
@@ -147,33 +182,37 @@ def test_vqvae_parity(parity_dir: Path, checkpoints: dict[str, Path]) -> None:
         for key, value in ours.items():
             if p + key in io:  # enc_blocks and rgs_out exist for the base set only
                 checker.check(p + key, value)
+        # Written by the fixture script from the distances; computed here from duin's.
+        checker.check(p + "vq_dist_min", dist_min, derived=True)
+        checker.check(p + "vq_dist_margin", margin, derived=True)
         # duin's quantize() path gives the same embeddings as the forward.
         torch.testing.assert_close(model.quantize(x, subject)["embeddings"], out["vq_out"])
     # counts: duin leaves them alone in eval unless asked to track them like the reference.
     assert torch.count_nonzero(model.quantizer.counts) == 0
     tracked = load_model(checkpoints["vqvae_counts"])
-    checker.check("counts_before", tracked.quantizer.counts)
+    checker.check("counts_before", tracked.quantizer.counts, derived=True)  # converted weights
     x, subject = _bct(io["X"]), torch.from_numpy(io["subj_idx"])
     tracked(x, subject, channel_mask=torch.from_numpy(io["channel_mask"]))
     checker.check("counts_after", tracked.quantizer.counts)
-    checker.finish()
+    checker.finish(parity_report, "vqvae")
 
 
 @torch.no_grad()
-def test_mae_parity(parity_dir: Path, checkpoints: dict[str, Path]) -> None:
+def test_mae_parity(parity_dir: Path, checkpoints: dict[str, Path], parity_report: dict) -> None:
     model = load_model(checkpoints["mae"])
     model.set_target_tokenizer(load_model(checkpoints["vqvae"]))
     checker = Checker(np.load(parity_dir / "mae_io.npz"))
     io = checker.io
     for p in ("", "hi_"):
         x, subject = _inputs(checker, p)
-        checker.check(p + "channel_mask", torch.from_numpy(io[p + "channel_mask"]))
+        checker.input(p + "channel_mask", p + "mask")
         mask = torch.from_numpy(io[p + "mask"])
         # Targets from the attached frozen VQ-VAE ...
         out = model(x, subject, mask=mask, return_intermediates=True)
         checker.check(p + "c_true_idx", out["targets"])
-        checker.check(p + "c_true", F.one_hot(out["targets"], model.config.n_codes).float())
-        checker.check(p + "mask", out["mask"])
+        onehot = F.one_hot(out["targets"], model.config.n_codes).float()
+        checker.check(p + "c_true", onehot, derived=True)
+        assert torch.equal(out["mask"], mask)  # the model echoes the mask it was given
         # ... and given explicitly (the reference's c_true) give the same result.
         given = model(x, subject, mask=mask, targets=torch.from_numpy(io[p + "c_true_idx"]))
         torch.testing.assert_close(given["logits"], out["logits"])
@@ -182,8 +221,8 @@ def test_mae_parity(parity_dir: Path, checkpoints: dict[str, Path]) -> None:
         checker.check(p + "enc_views", out["enc_views"])
         checker.check(p + "logits", out["logits"])
         checker.check(p + "loss_cls", out["loss"])
-        checker.check(p + "loss_total", out["loss"])
-    checker.finish()
+        checker.check(p + "loss_total", out["loss"], derived=True)  # == loss_cls in the paper
+    checker.finish(parity_report, "mae")
 
 
 def _contrastive(state: np.lib.npyio.NpzFile, enc_out: torch.Tensor, labels: torch.Tensor):
@@ -209,7 +248,9 @@ def _logged_cross_entropy(probs: torch.Tensor, onehot: torch.Tensor) -> torch.Te
 
 
 @torch.no_grad()
-def test_classifier_parity(parity_dir: Path, checkpoints: dict[str, Path]) -> None:
+def test_classifier_parity(
+    parity_dir: Path, checkpoints: dict[str, Path], parity_report: dict
+) -> None:
     model = load_model(checkpoints["cls"])
     assert model.config.loss == "reference"
     state = np.load(parity_dir / "cls_state.npz")
@@ -217,11 +258,10 @@ def test_classifier_parity(parity_dir: Path, checkpoints: dict[str, Path]) -> No
     io = checker.io
     for p in ("", "hi_"):
         x, subject = _inputs(checker, p)
-        checker.check(p + "channel_mask", torch.from_numpy(io[p + "channel_mask"]))
+        checker.input(p + "channel_mask", p + "y_idx", p + "y_true")
         labels = torch.from_numpy(io[p + "y_idx"])
-        checker.check(p + "y_idx", labels)
         onehot = F.one_hot(labels, model.config.n_classes).float()
-        checker.check(p + "y_true", onehot)
+        assert torch.equal(onehot, torch.from_numpy(io[p + "y_true"]).float())
         out = model(x, subject, labels=labels, return_intermediates=True)
         checker.check(p + "X_h", _btc(out["x_h"]))
         checker.check(p + "tokens", out["tokens"])
@@ -231,12 +271,13 @@ def test_classifier_parity(parity_dir: Path, checkpoints: dict[str, Path]) -> No
         checker.check(p + "logits", out["logits"])
         checker.check(p + "probs", out["probs"])
         checker.check(p + "loss_cls", out["loss"])
-        checker.check(p + "loss_total", out["loss"])  # 1 * cls + 0 * contrastive
-        checker.check(p + "loss_cls_logged", _logged_cross_entropy(out["probs"], onehot))
+        checker.check(p + "loss_total", out["loss"], derived=True)  # 1 * cls + 0 * contrastive
+        logged = _logged_cross_entropy(out["probs"], onehot)
+        checker.check(p + "loss_cls_logged", logged, derived=True)
         matrix, loss_contra = _contrastive(state, out["enc_out"], labels)
-        checker.check(p + "contra_matrix", matrix)
-        checker.check(p + "loss_contra", loss_contra)
-    checker.finish()
+        checker.check(p + "contra_matrix", matrix, derived=True)
+        checker.check(p + "loss_contra", loss_contra, derived=True)
+    checker.finish(parity_report, "cls")
 
 
 @torch.no_grad()

@@ -38,6 +38,7 @@ vqvae:
     quantizer: {n_codes: 16, d_code: 8}
 mae:
   optim: {epochs: 2, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
+  min_codex_perplexity: 1.0  # a 2-epoch, 16-code codex; the floor itself is tested below
 cls:
   variant: mae
   optim: {epochs: 3, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
@@ -77,6 +78,42 @@ def test_cli_end_to_end(tmp_path):
 
     invoke(app, "pretrain-vqvae", "--out", tmp_path / "vq", *common)
     invoke(app, "pretrain-mae", "--out", tmp_path / "mae", "--vqvae", tmp_path / "vq", *common)
+    # A codex below the floor is refused before any MAE training, with the measured value; --force
+    # trains anyway.
+    refused = CliRunner().invoke(
+        app,
+        [
+            str(a)
+            for a in (
+                "pretrain-mae",
+                "--out",
+                tmp_path / "mae-refused",
+                "--vqvae",
+                tmp_path / "vq",
+                *common,
+                "--set",
+                "min_codex_perplexity=1000",
+            )
+        ],
+    )
+    assert refused.exit_code != 0
+    assert "codex perplexity" in refused.output and "--force" in refused.output
+    assert not (tmp_path / "mae-refused" / "sub-01" / "checkpoints").exists()
+    invoke(
+        app,
+        "pretrain-mae",
+        "--out",
+        tmp_path / "mae-forced",
+        "--vqvae",
+        tmp_path / "vq",
+        *common,
+        "--set",
+        "min_codex_perplexity=1000",
+        "--force",
+    )
+    assert (tmp_path / "mae-forced" / "sub-01" / "checkpoints" / "last").is_dir()
+    vq_record = json.loads((tmp_path / "vq/sub-01/metrics.jsonl").read_text().splitlines()[-1])
+    assert {"train/codex_perplexity", "train/codes_used", "val/codex_perplexity"} <= set(vq_record)
     out = invoke(app, "finetune", "--out", tmp_path / "cls", "--init", tmp_path / "mae", *common)
     assert "oracle" in out and "chance" in out
     out = invoke(app, "evaluate", tmp_path / "cls")

@@ -106,6 +106,40 @@ def test_accumulate_init_waits_for_enough_vectors() -> None:
     assert torch.unique(vq.codebook, dim=0).shape[0] == 16  # distinct initial centres
 
 
+def test_kmeans_pool_is_saved_and_restored_mid_init(tmp_path) -> None:
+    torch.manual_seed(0)
+    batches = [torch.randn(2, 3, 8) for _ in range(3)]  # 6 vectors each, 16 codes: 3 batches
+    vq = _vq().train()
+    vq(batches[0])
+    state = vq.state_dict()
+    assert state["kmeans_pool"].shape == (6, 4) and not bool(state["initted"])
+    from safetensors.torch import load_file, save_file
+
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "q.safetensors"))
+    restored = _vq().train()
+    restored.load_state_dict(load_file(str(tmp_path / "q.safetensors")))
+    for q in (vq, restored):
+        torch.manual_seed(1)  # k-means draws its initial centres from the global RNG
+        for batch in batches[1:]:
+            q(batch)
+    assert bool(restored.initted)
+    assert torch.equal(restored.codebook, vq.codebook)
+    assert "kmeans_pool" not in vq.state_dict()  # emptied once k-means ran
+
+
+def test_state_without_a_pool_loads_as_an_empty_pool() -> None:
+    torch.manual_seed(0)
+    vq = _vq().train()
+    vq(torch.randn(2, 3, 8))
+    old = {k: v for k, v in vq.state_dict().items() if k != "kmeans_pool"}  # older checkpoint
+    fresh = _vq().train()
+    fresh(torch.randn(2, 3, 8))  # a pool of its own, replaced by the loaded (empty) one
+    fresh.load_state_dict(old, strict=True)
+    assert "kmeans_pool" not in fresh.state_dict()
+    with pytest.raises(RuntimeError, match="kmeans_pool"):
+        fresh.load_state_dict({**old, "kmeans_pool": torch.zeros(3, 5)})
+
+
 def test_frozen_quantizer_never_changes() -> None:
     torch.manual_seed(0)
     vq = _vq(init_mode="first_batch").freeze().train()
@@ -147,3 +181,34 @@ def test_config_validation_names_field(field: str) -> None:
         QuantizerConfig(decay=1.0).validate()
     with pytest.raises(ValueError, match="init_mode"):
         QuantizerConfig(init_mode="sometimes").validate()
+
+
+def test_autoencoder_warmup_bypasses_then_initialises_from_trained_tokens() -> None:
+    torch.manual_seed(0)
+    vq = _vq(warmup_steps=3).train()
+    assert "warmup_done" in vq.state_dict()
+    assert "warmup_done" not in _vq().state_dict()  # reference key layout without a warm-up
+    codebook = vq.codebook.clone()
+    for step in range(3):
+        tokens = torch.randn(2, 10, 8, requires_grad=True)
+        out = vq(tokens)
+        # The decoder sees the projected vectors themselves; no commitment, no codex change.
+        torch.testing.assert_close(out["z_st"], out["z"])
+        assert float(out["loss"]) == 0.0 and not bool(vq.initted)
+        assert torch.equal(vq.codebook, codebook) and int(vq.warmup_done) == step + 1
+        out["out"].sum().backward()
+        assert tokens.grad is not None and tokens.grad.abs().sum() > 0
+    vq.eval()
+    assert vq(torch.randn(2, 10, 8))["z_st"].shape == (2, 10, 4) and not bool(vq.initted)
+    vq.train()
+    out = vq(torch.randn(2, 10, 8))  # 20 >= 16 vectors: k-means runs on this batch
+    assert bool(vq.initted) and not torch.equal(vq.codebook, codebook)
+    assert float(out["loss"].detach()) > 0
+    torch.testing.assert_close(out["z_st"], out["z_q"])
+
+
+def test_warmup_needs_kmeans_init() -> None:
+    with pytest.raises(ValueError, match="warmup_steps"):
+        QuantizerConfig(warmup_steps=5, kmeans_init=False).validate()
+    with pytest.raises(ValueError, match="warmup_steps"):
+        QuantizerConfig(warmup_steps=-1).validate()

@@ -236,7 +236,12 @@ def test_bids_and_released_layouts_read_back(tmp_path, fmt):
         runs = read_released(out, subject="01")
         assert runs and runs[0].sfreq == 1000.0
         assert sum(len(r.events) for r in runs) == cfg.n_words * cfg.trials_per_word
-        assert list((out / "pretrain" / "sub-01").glob("*.npy"))
+        pretrain = out / "data" / "seeg.he2023xuanwu" / "01" / "pretrain"
+        files = sorted((pretrain / "dataset.default.1000hz").glob("*.npy"))
+        seconds = round(cfg.pretrain_hours * 3600)
+        assert cfg.pretrain_recording_hours * 3600 >= seconds  # one non-task recording
+        assert len(files) == (seconds - 8) // 4 + 1  # 8-s windows every 4 s
+        assert np.load(files[0]).shape == (2, runs[0].n_channels, 8000)
     assert not list(tmp_path.glob(".*sim-*"))
 
 

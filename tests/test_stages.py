@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import torch
 
 from duin.config import ConfigError
+from duin.evaluation.metrics import codex_usage
 from duin.models.config import ClassifierConfig, MAEConfig, VQVAEConfig
 from duin.models.duin import DuINClassifier, DuINMAE, DuINVQVAE
+from duin.models.registry import load_model
 from duin.training.stages import (
     VARIANTS,
     ClsRunConfig,
@@ -115,10 +118,40 @@ def test_reference_selection_rounds_to_four_decimals():
     assert select_epoch(hist, "clean")["epoch"] == 0
 
 
+ENCODER_PARTS = ("subject_layer", "tokenizer", "encoder")
+
+
+def _assert_encoder_copied(src: torch.nn.Module, dst: torch.nn.Module) -> None:
+    """Every tensor of the pretrained encoder (subject layer, tokenizer with BatchNorm
+    statistics, transformer blocks) is in the classifier, and the fresh head is not pretrained."""
+    src_state, dst_state = src.state_dict(), dst.state_dict()
+    keys = [k for k in src_state if k.split(".")[0] in ENCODER_PARTS]
+    for part in ENCODER_PARTS:
+        assert any(k.startswith(part + ".") for k in keys), part
+    assert any(".blocks." in k for k in keys) and any("running_mean" in k for k in keys)
+    for key in keys:
+        assert torch.equal(dst_state[key], src_state[key]), key
+    assert {k.split(".")[0] for k in dst_state} - set(ENCODER_PARTS) <= {"head", "quantizer"}
+
+
+def _as_if_trained(model: torch.nn.Module) -> torch.nn.Module:
+    """Move every tensor off its initial value (fresh LayerNorm/BatchNorm tensors are equal in
+    any two models), so that a tensor left untransferred is seen."""
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.add_(torch.rand_like(tensor) + 0.5)
+            elif tensor.dtype == torch.int64 and tensor.dim() == 0:
+                tensor.add_(7)  # BatchNorm num_batches_tracked
+    return model
+
+
 def test_build_classifier_variants_transfer_weights():
     torch.manual_seed(0)
-    vq = _vqvae()
-    mae = DuINMAE(MAEConfig.from_dict({"n_channels": 3, "n_times": 400, "n_codes": 8, **TINY}))
+    vq = _as_if_trained(_vqvae())
+    mae = _as_if_trained(
+        DuINMAE(MAEConfig.from_dict({"n_channels": 3, "n_times": 400, "n_codes": 8, **TINY}))
+    )
     cfg = _cls_cfg()
     scratch = build_classifier(cfg, n_channels=3, variant="scratch")
     assert scratch.quantizer is None and scratch.config.n_channels == 3
@@ -132,8 +165,8 @@ def test_build_classifier_variants_transfer_weights():
     for key, value in vq.quantizer.state_dict().items():
         assert torch.equal(with_vq.quantizer.state_dict()[key], value)
     from_mae = build_classifier(cfg, n_channels=3, variant="mae", init=mae)
-    for key, value in mae.subject_layer.state_dict().items():
-        assert torch.equal(from_mae.subject_layer.state_dict()[key], value)
+    _assert_encoder_copied(mae, from_mae)
+    _assert_encoder_copied(vq, from_vq)
     # the pretrained architecture wins over the classifier's own fields
     big = _cls_cfg(n_blocks=3)
     assert build_classifier(big, n_channels=3, variant="mae", init=mae).config.n_blocks == 1
@@ -257,3 +290,46 @@ def test_classifier_evaluate_fn_counts_top_k():
     out = classifier_evaluate_fn(Fixed(), batches)
     assert out == {"loss": 1.0, "top1": 0.5, "top5": 1.0}
     assert np.isclose(out["top1"], 0.5)
+
+
+def test_codex_health_is_logged_per_epoch_for_vqvae_and_mae_targets(tmp_path):
+    torch.manual_seed(0)
+    vq_cfg = dataclasses.replace(
+        _run_cfg(VQVAERunConfig),
+        model=VQVAEConfig.from_dict(
+            {
+                "n_times": 400,
+                "n_decoder_blocks": 1,
+                "decoder_filters": [8, 8, 8, 8, 4],
+                "quantizer": {"n_codes": 8, "d_code": 4},
+                **TINY,
+            }
+        ),
+    )
+    crops = _Toy(8, 400, with_labels=False)
+    fit = train_vqvae(vq_cfg, crops, crops, tmp_path / "vq", n_channels=3)
+    record = fit.history[-1]
+    vq = load_model(fit.last_dir)
+    # The logged validation figures are those of the trained codex on the validation crops.
+    codes = vq.tokenize(crops.x, torch.zeros(len(crops), dtype=torch.long))
+    expected = codex_usage(torch.bincount(codes.reshape(-1), minlength=8))
+    assert record["val/codes_used"] == expected["codes_used"]
+    assert record["val/codex_perplexity"] == pytest.approx(expected["codex_perplexity"])
+    assert 1.0 <= record["train/codex_perplexity"] <= 8.0
+    assert 1 <= record["train/codes_used"] <= 8
+    lines = (tmp_path / "vq" / "metrics.jsonl").read_text().splitlines()
+    assert "train/codex_perplexity" in json.loads(lines[-1])
+    mae_cfg = dataclasses.replace(
+        _run_cfg(MAERunConfig), model=MAEConfig.from_dict({"n_times": 400, **TINY})
+    )
+    mae_record = train_mae(mae_cfg, vq, crops, crops, tmp_path / "mae").history[-1]
+    # The MAE's targets are the frozen codex's codes of the same (unmasked) crops.
+    assert mae_record["val/codes_used"] == expected["codes_used"]
+    assert mae_record["val/codex_perplexity"] == pytest.approx(expected["codex_perplexity"])
+
+
+def test_codex_usage_perplexity():
+    assert codex_usage(torch.tensor([5, 0, 0, 0])) == {"codex_perplexity": 1.0, "codes_used": 1.0}
+    uniform = codex_usage(torch.tensor([3, 3, 3, 3, 0, 0]))
+    assert uniform["codex_perplexity"] == pytest.approx(4.0) and uniform["codes_used"] == 4.0
+    assert codex_usage(torch.zeros(3))["codes_used"] == 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -215,11 +216,34 @@ def test_unknown_selection_metric_lists_available(tmp_path):
 
 def test_gradient_accumulation_keeps_the_effective_batch(tmp_path):
     base = OptimConfig(lr=1e-2, lr_min=1e-3, warmup_epochs=1, epochs=2, batch_size=8)
-    accum = OptimConfig(**{**base.__dict__, "grad_accum_steps": 2})
-    m1, _ = _fit(tmp_path, "a1", optim=base)
-    m2, _ = _fit(tmp_path, "a2", optim=accum)
+
+    def fit(name: str, **optim):
+        sizes: list[int] = []
+
+        def forward(model, batch):
+            if model.training:  # validation batches go through forward_fn too
+                sizes.append(len(batch["x"]))
+            return model(**batch)
+
+        model, result = _fit(
+            tmp_path, name, optim=dataclasses.replace(base, **optim), forward_fn=forward
+        )
+        return model, result, sizes
+
+    m1, r1, sizes1 = fit("a1")
+    m2, r2, sizes2 = fit("a2", grad_accum_steps=2)
+    # 16 samples, 2 epochs: batch 8 in one forward, or in two forwards of 4 each.
+    assert sizes1 == [8] * 4
+    assert sizes2 == [4] * 8
+    assert r1.global_step == r2.global_step == 4  # one optimizer step per 8 samples
     for p1, p2 in zip(m1.parameters(), m2.parameters(), strict=True):
         torch.testing.assert_close(p1, p2, rtol=1e-5, atol=1e-6)
+    # Stepping after every 4 samples instead is a different optimisation, far from both.
+    m3, r3, _ = fit("a3", batch_size=4)
+    assert r3.global_step == 8
+    pairs = zip(m2.parameters(), m3.parameters(), strict=True)
+    gap = max((a - b).abs().max().item() for a, b in pairs)
+    assert gap > 1e-3
 
 
 def test_batch_size_must_split_over_accumulation(tmp_path):
@@ -387,11 +411,8 @@ class _Trials(Dataset):
 
 
 def test_duin_classifier_crash_and_resume_with_registry_checkpoints(tmp_path):
-    registry = pytest.importorskip("duin.models.registry")
-    try:
-        from duin.models.duin import optimizer_param_groups
-    except ImportError:
-        pytest.skip("duin.models.duin is not available")
+    from duin.models import registry
+    from duin.models.duin import optimizer_param_groups
 
     class Crash(RuntimeError):
         pass

@@ -43,6 +43,25 @@ def synthetic(subject: str = "01", run: str | None = "1", n_trials: int = 4, see
     )
 
 
+class _PaperDotDict(dict):
+    """What ``utils.DotDict.DotDict`` of the paper's code does: items as attributes."""
+
+    def __getattr__(self, key: str):
+        try:
+            return self[key]
+        except KeyError as err:
+            raise AttributeError(key) from err
+
+
+class _PaperUnpickler(pickle.Unpickler):
+    """Unpickles as the paper's loaders do, with its DotDict class for ``utils.DotDict``."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) == ("utils.DotDict", "DotDict"):
+            return _PaperDotDict
+        return super().find_class(module, name)
+
+
 def assert_same(a: Recording, b: Recording, rtol: float) -> None:
     assert a.ch_names == b.ch_names and a.sfreq == b.sfreq
     np.testing.assert_allclose(b.signals, a.signals, rtol=rtol, atol=0)
@@ -100,13 +119,16 @@ def test_released_round_trip(tmp_path):
     for orig, got in zip(recs[:2], back, strict=True):
         assert_same(orig, got, rtol=0)  # float32 -> float64 -> float32 is exact
     assert read_released(root, "002")[0].run == "1"
-    # Plain dict records and info, as the paper's loaders expect.
+    # Records and info are the paper's DotDict (its loaders read them by attribute).
     run_dir = root / "data/seeg.he2023xuanwu/01/word-recitation/run1"
     run_dir = run_dir / "dataset.bipolar.default.unaligned"
     with (run_dir / "data").open("rb") as handle:
-        records = pickle.load(handle)
-    assert type(records[0]) is dict and set(records[0]) == {"name", "data_s"}
-    assert records[0]["data_s"].dtype == np.float64 and records[0]["data_s"].shape == (7, 3000)
+        records = _PaperUnpickler(handle).load()
+    assert type(records[0]) is _PaperDotDict and set(records[0]) == {"name", "data_s"}
+    assert records[0].name == recs[0].events[0].label
+    assert records[0].data_s.dtype == np.float64 and records[0].data_s.shape == (7, 3000)
+    with (run_dir / "info").open("rb") as handle:
+        assert _PaperUnpickler(handle).load().ch_names == recs[0].ch_names
     assert load_pickle(run_dir / "info") == {"ch_names": recs[0].ch_names}
     assert not list(root.glob(".released.tmp-*"))
 

@@ -642,9 +642,16 @@ class TrainerConfig:
     ----------
     device : str
         ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
-    amp : {"auto", "off", "bf16", "fp16"}
-        Mixed precision on CUDA (``auto`` = bf16 where supported, else fp16 with a gradient
-        scaler). Always off on CPU. Use ``off`` for fp32 parity with the reference.
+    precision : {"fp32", "bf16", "fp16"}
+        Numeric precision of training (:mod:`duin.training.precision`): ``fp32`` (default,
+        parity with the reference), ``bf16`` autocast (CPU and CUDA), ``fp16`` autocast with a
+        gradient scaler (CUDA only).
+    compile : bool
+        Compile the model's tensor computation with :func:`torch.compile` (models that support
+        it; falls back to eager execution, with a warning, when compilation fails).
+    amp : {"auto", "off", "bf16", "fp16"} or None
+        Deprecated spelling of ``precision`` (configs written before it): ``bf16``/``fp16``
+        select that precision when ``precision`` is left at fp32; ``auto``/``off`` mean fp32.
     checkpoint_every_steps : int
         Also write the resumable ``last`` checkpoint every N optimizer steps (0 = epoch ends only).
     snapshot_every_epochs : int
@@ -681,7 +688,9 @@ class TrainerConfig:
     """
 
     device: str = "auto"
-    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    compile: bool = False
+    amp: Literal["auto", "off", "bf16", "fp16"] | None = None
     checkpoint_every_steps: int = 0
     snapshot_every_epochs: int = 0
     keep_last: int | None = None
@@ -698,6 +707,13 @@ class TrainerConfig:
     on_nonfinite: Literal["stop", "skip"] = "stop"
     max_nonfinite_skips: int = 10
 
+    @property
+    def resolved_precision(self) -> str:
+        """``precision``, or the deprecated ``amp`` request when only that one is set."""
+        if self.precision == "fp32" and self.amp in ("bf16", "fp16"):
+            return self.amp
+        return self.precision
+
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
         _require(
@@ -707,6 +723,10 @@ class TrainerConfig:
         _require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",
+        )
+        _require(
+            not (self.resolved_precision == "fp16" and self.device in ("cpu", "mps")),
+            f"precision fp16 needs a CUDA device (device is {self.device}); use bf16 on CPU",
         )
         _require(
             self.checkpoint_every_steps >= 0,

@@ -5,6 +5,10 @@ run consumes the global RNG in the model and in data loading: exact resume must 
 
 Usage: python tiny_training.py RUN_DIR [--resume] [--kill-at-forward N] [--kill-in-save N]
        [--sleep S] [--epochs E] [--accum K] [--schedule epoch|step] [--ddp-dump]
+       [--plain] [--n-train N]
+
+``--plain`` drops the randomness (no noise, dropout or BatchNorm), so that runs with different
+numbers of processes on the same global batches compute the same gradients.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ N_CHANNELS, N_TIMES, N_CLASSES = 3, 16, 4
 class NoisyTrials(Dataset):
     """Fixed random trials; each fetch adds fresh noise (an augmentation using the global RNG)."""
 
-    def __init__(self, n: int, seed: int) -> None:
+    def __init__(self, n: int, seed: int, noise: float = 0.1) -> None:
         gen = torch.Generator().manual_seed(seed)
+        self.noise = noise
         self.x = torch.randn(n, N_CHANNELS, N_TIMES, generator=gen)
         self.label = torch.randint(0, N_CLASSES, (n,), generator=gen)
         self.x += self.label[:, None, None].float() * 0.5
@@ -49,7 +54,9 @@ class NoisyTrials(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {
-            "x": self.x[i] + 0.1 * torch.randn(N_CHANNELS, N_TIMES),
+            "x": self.x[i] + self.noise * torch.randn(N_CHANNELS, N_TIMES)
+            if self.noise
+            else self.x[i],
             "subject": torch.tensor(0),
             "label": self.label[i],
         }
@@ -58,11 +65,11 @@ class NoisyTrials(Dataset):
 class TinyNet(nn.Module):
     """Conv + BatchNorm + dropout classifier returning a dict with ``loss``."""
 
-    def __init__(self, kill_at_forward: int = 0, sleep: float = 0.0) -> None:
+    def __init__(self, kill_at_forward: int = 0, sleep: float = 0.0, plain: bool = False) -> None:
         super().__init__()
         self.conv = nn.Conv1d(N_CHANNELS, 8, 3, padding=1)
-        self.norm = nn.BatchNorm1d(8)
-        self.drop = nn.Dropout(0.3)
+        self.norm = nn.Identity() if plain else nn.BatchNorm1d(8)
+        self.drop = nn.Identity() if plain else nn.Dropout(0.3)
         self.head = nn.Linear(8 * N_TIMES, N_CLASSES)
         self.kill_at_forward = kill_at_forward
         self.sleep = sleep
@@ -105,6 +112,8 @@ def main() -> int:
     parser.add_argument("--accum", type=int, default=2)
     parser.add_argument("--schedule", default="epoch")
     parser.add_argument("--ddp-dump", action="store_true")
+    parser.add_argument("--plain", action="store_true")
+    parser.add_argument("--n-train", type=int, default=36)
     args = parser.parse_args()
 
     config = RunConfig(
@@ -131,7 +140,7 @@ def main() -> int:
         ),
     )
     seed_everything(config.seed)
-    model = TinyNet(args.kill_at_forward, args.sleep)
+    model = TinyNet(args.kill_at_forward, args.sleep, plain=args.plain)
     saves = {"n": 0}
 
     def save_model(m, directory):
@@ -143,8 +152,8 @@ def main() -> int:
 
     trainer = Trainer(
         model,
-        NoisyTrials(36, seed=1),
-        NoisyTrials(12, seed=2),
+        NoisyTrials(args.n_train, seed=1, noise=0.0 if args.plain else 0.1),
+        NoisyTrials(12, seed=2, noise=0.0 if args.plain else 0.1),
         run_dir=args.run_dir,
         optim=config.optim,
         trainer=config.trainer,

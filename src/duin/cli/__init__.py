@@ -5,7 +5,7 @@
 - one module per command group: :mod:`~duin.cli.data` (simulate, inspect),
   :mod:`~duin.cli.train` (select-channels, pretrain-vqvae, pretrain-mae, finetune, evaluate,
   predict), :mod:`~duin.cli.demo`, :mod:`~duin.cli.bench`, :mod:`~duin.cli.models`
-  (show-config, convert-reference)
+  (show-config, convert-reference, export)
 
 The CLI imports the workflows (:mod:`duin.workflows`); no workflow imports the CLI.
 """

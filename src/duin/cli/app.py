@@ -43,6 +43,7 @@ _HELP_ORDER = (
     "select-channels",
     "demo",
     "predict",
+    "export",
     "bench",
 )
 #: Command name -> function, in ``duin --help`` order.

@@ -10,10 +10,12 @@ from duin.cli.options import (
     DEFAULT_CONFIG,
     ConfigOption,
     OutOption,
+    PrecisionOption,
     QuietOption,
     SeedOption,
     SetOption,
     apply_quiet,
+    with_precision,
 )
 
 __all__ = ["COMMANDS", "demo_cmd"]
@@ -24,9 +26,11 @@ def demo_cmd(
     config: ConfigOption = None,
     set_: SetOption = None,
     seed: SeedOption = None,
+    precision: PrecisionOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Simulate a small corpus, run VQ-VAE -> MAE -> classifier and print ours vs chance vs oracle."""
+    set_ = with_precision(set_, precision)
     import time
 
     from duin.training.stages import load_stage_config

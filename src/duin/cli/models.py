@@ -1,5 +1,5 @@
-"""``duin show-config``, ``duin convert-reference`` and ``duin verify``: configurations and model
-files."""
+"""``duin show-config``, ``duin convert-reference``, ``duin export`` and ``duin verify``:
+configurations and model files."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from duin.cli.options import (
 )
 from duin.config import STAGES
 
-__all__ = ["COMMANDS", "convert_reference_cmd", "show_config_cmd", "verify_cmd"]
+__all__ = ["COMMANDS", "convert_reference_cmd", "export_cmd", "show_config_cmd", "verify_cmd"]
 
 
 class ReferenceModel(str, enum.Enum):
@@ -75,6 +75,34 @@ def convert_reference_cmd(
     typer.echo(f"wrote {path}")
 
 
+def export_cmd(
+    ckpt: Annotated[
+        Path,
+        typer.Argument(
+            metavar="CKPT",
+            help="A classifier checkpoint directory or a finetune run's sub-XX/seed-N directory.",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", metavar="FILE", help="Output file (.onnx or .pt).")
+    ],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", "-f", help="onnx (inputs x, subject; output logits) or torchscript."
+        ),
+    ] = "onnx",
+) -> None:
+    """Export a trained classifier for deployment (ONNX / TorchScript, dynamic batch)."""
+    from duin.workflows.export import export_model
+
+    path = export_model(ckpt, fmt.lower(), out)
+    typer.echo(
+        f"wrote {path} ({fmt.lower()}; inputs x (batch, channels, times) float32, "
+        "subject (batch,) int64; output logits)"
+    )
+
+
 def verify_cmd(
     path: Annotated[
         Path, typer.Argument(metavar="RUN_OR_CKPT", help="Run, checkpoint or cache directory.")
@@ -99,5 +127,6 @@ def verify_cmd(
 COMMANDS = {
     "show-config": show_config_cmd,
     "convert-reference": convert_reference_cmd,
+    "export": export_cmd,
     "verify": verify_cmd,
 }

@@ -32,6 +32,7 @@ __all__ = [
     "ConfigOption",
     "DataOption",
     "OutOption",
+    "PrecisionOption",
     "QuietOption",
     "ResumeOption",
     "SeedOption",
@@ -43,6 +44,7 @@ __all__ = [
     "stage_config",
     "stage_config_class",
     "state",
+    "with_precision",
 ]
 
 #: The packaged recipe the product commands use without ``--config``.
@@ -171,6 +173,36 @@ CacheOption = Annotated[
 QuietOption = Annotated[
     bool, typer.Option("--quiet", "-q", help="No progress bars; warnings and errors only.")
 ]
+PrecisionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--precision",
+        metavar="fp32|bf16|fp16",
+        help="Training precision (sets trainer.precision): fp32 (default), bf16 autocast "
+        "(CPU/CUDA) or fp16 with gradient scaling (CUDA only).",
+    ),
+]
+
+
+def with_precision(set_: Sequence[str] | None, precision: str | None) -> list[str]:
+    """``--set`` items plus ``trainer.precision`` from ``--precision`` (which wins).
+
+    Parameters
+    ----------
+    set_ : sequence of str or None
+        The command's ``--set KEY=VALUE`` items.
+    precision : str or None
+        The command's ``--precision`` (None: not given).
+
+    Returns
+    -------
+    list of str
+        The overrides to resolve the configuration with.
+    """
+    items = list(set_ or [])
+    if precision is not None:
+        items.append(f"trainer.precision={precision}")
+    return items
 
 
 def resolve_config(

@@ -17,6 +17,7 @@ from duin.cli.options import (
     ConfigOption,
     DataOption,
     OutOption,
+    PrecisionOption,
     QuietOption,
     ResumeOption,
     SeedOption,
@@ -25,6 +26,7 @@ from duin.cli.options import (
     selection_config,
     stage_config,
     state,
+    with_precision,
 )
 from duin.config import ConfigError
 from duin.utils.lock import run_lock
@@ -85,9 +87,11 @@ def pretrain_vqvae_cmd(
     data: DataOption = None,
     cache: CacheOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Stage 1: select channels (training trials only) and train a VQ-VAE codex per subject."""
+    set_ = with_precision(set_, precision)
     from duin.workflows.pretrain import pretrain_vqvae
 
     cfg = stage_config("vqvae", config, set_, seed, data)
@@ -111,16 +115,27 @@ def pretrain_mae_cmd(
     data: DataOption = None,
     cache: CacheOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = None,
     quiet: QuietOption = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Train even on a VQ-VAE whose codex perplexity is below min_codex_perplexity.",
+        ),
+    ] = False,
 ) -> None:
     """Stage 2: masked code modelling with targets from the frozen stage-1 VQ-VAE."""
+    set_ = with_precision(set_, precision)
     from duin.workflows.pretrain import pretrain_mae
 
     cfg = stage_config("mae", config, set_, seed, data)
     if not (vqvae / "channels.json").is_file():
         raise FileNotFoundError(f"{vqvae}: not a 'duin pretrain-vqvae' run (no channels.json)")
     with run_lock(out):
-        run = pretrain_mae(cfg, out, vqvae, cache=cache, resume=resume, quiet=apply_quiet(quiet))
+        run = pretrain_mae(
+            cfg, out, vqvae, cache=cache, resume=resume, quiet=apply_quiet(quiet), force=force
+        )
     typer.echo(f"MAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
 
 
@@ -147,9 +162,11 @@ def finetune_cmd(
     data: DataOption = None,
     cache: CacheOption = None,
     resume: ResumeOption = False,
+    precision: PrecisionOption = None,
     quiet: QuietOption = False,
 ) -> None:
     """Stage 3: fine-tune the word classifier per subject and seed; test once; write the report."""
+    set_ = with_precision(set_, precision)
     from duin.training.stages import VARIANTS
     from duin.workflows.finetune import finetune
 

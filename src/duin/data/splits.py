@@ -11,7 +11,8 @@ which one was used:
 - ``"reference"``: the paper's code (duin-reference §1.5): runs sorted numerically, trials
   shuffled within each run, then per label (in code-point order) the first ``int(0.8 * n)``
   trials of the concatenated order go to training and the rest are halved at random (not
-  stratified) into validation and test; z-score statistics over *all* trials
+  stratified) into validation and test, with the paper's random draws in the paper's order (the
+  same seed gives the paper's split; tests/test_splits.py checks it against the paper's code); z-score statistics over *all* trials
   (``split.normalization == "all"``), a known mild leak kept only for comparison.
 
 :func:`pretrain_windows` cuts the recordings into windows for self-supervised pretraining that
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 PROTOCOLS = ("stratified", "runs", "reference")
+_REFERENCE_SFREQ = 1000.0  # the paper resamples every trial to 1000 Hz before splitting
 
 
 @dataclass(frozen=True, order=True)
@@ -386,6 +388,11 @@ def _reference(
         n_train = int(train_ratio * len(group))
         train += group[:n_train]
         pool += group[n_train:]
+    # The paper's overlap sanity check draws 10 random time indices of the (1000 Hz) trials
+    # before the validation draw; the same draws keep the generator in step with it.
+    n_samples = round((items[0].tmax - items[0].tmin) * _REFERENCE_SFREQ)
+    for _ in range(10):
+        rng.randint(n_samples)
     chosen = set(rng.choice(len(pool), len(pool) // 2, replace=False).tolist()) if pool else set()
     val = [t for i, t in enumerate(pool) if i in chosen]
     test = [t for i, t in enumerate(pool) if i not in chosen]
@@ -416,6 +423,7 @@ def pretrain_windows(
     margin: float = 1.0,
     length: float | None = 8.0,
     min_length: float = 4.0,
+    step: float | None = None,
 ) -> list[Window]:
     """Windows for pretraining crops that never overlap a validation/test trial.
 
@@ -433,12 +441,19 @@ def pretrain_windows(
         and epoch, so this sets the epoch size); ``None`` keeps whole spans.
     min_length : float
         Drop windows shorter than this (at least the crop length, 4 s by default).
+    step : float, optional
+        Start-to-start distance of consecutive windows: windows of exactly ``length`` every
+        ``step`` seconds from the start of each span (the paper: 8-s windows every 4 s); a
+        span shorter than ``length`` (but at least ``min_length``) is one window. ``None``:
+        back-to-back windows, the last one absorbing a remainder shorter than ``length``.
 
     Returns
     -------
     list of Window
         Sorted by recording and start.
     """
+    if step is not None and step <= 0:
+        raise ValueError(f"pretrain_windows: step must be > 0 seconds, got {step}")
     if isinstance(recordings, Mapping):
         spans = {k: (str(s), float(d)) for k, (s, d) in recordings.items()}
     else:
@@ -456,6 +471,9 @@ def pretrain_windows(
         for lo, hi in _subtract((0.0, duration), holes.get(key, [])):
             if length is None:
                 pieces = [(lo, hi)]
+            elif step is not None:
+                n = max(int((hi - lo - length) // step) + 1, 1)
+                pieces = [(lo + i * step, min(lo + i * step + length, hi)) for i in range(n)]
             else:
                 n = max(int((hi - lo) // length), 1)
                 edges = [lo + i * length for i in range(n)] + [hi]

@@ -28,14 +28,27 @@ import warnings
 from collections.abc import Iterable, Sequence
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from duin.data.readers.released import DATASET_DIR, DEFAULT_VARIANT, TASK_DIR
+from duin.data.readers.released import (
+    DATASET_DIR,
+    DEFAULT_VARIANT,
+    PRETRAIN_DIR,
+    PRETRAIN_VARIANT,
+    TASK_DIR,
+)
 from duin.data.recording import Recording, RecordingError
 from duin.data.words import check_labels
 
-__all__ = ["bids_label", "write_bids", "write_brainvision", "write_released"]
+__all__ = [
+    "bids_label",
+    "write_bids",
+    "write_brainvision",
+    "write_released",
+    "write_released_pretrain",
+]
 
 # Samples per block when streaming signals to disk (bounded memory for memory-mapped input).
 _BLOCK = 1_000_000
@@ -340,6 +353,37 @@ def write_bids(
     return root
 
 
+class _DotDict(dict):
+    """A record written as the paper's ``utils.DotDict.DotDict`` (see :func:`_dump_records`)."""
+
+
+class _ReleasedPickler(pickle._Pickler):
+    """Writes :class:`_DotDict` as the global ``utils.DotDict.DotDict`` without importing it.
+
+    The paper's loaders read records by attribute (``info.ch_names``, ``record.name``), so
+    plain dicts fail there; its ``DotDict`` (a ``dict`` subclass) restores the items through
+    ``__setitem__``. duin's restricted unpickler maps that global back to plain dicts.
+    """
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        if obj is not _DotDict:
+            super().save_global(obj, name)
+            return
+        self.save("utils.DotDict")
+        self.save("DotDict")
+        self.write(pickle.STACK_GLOBAL)
+        self.memoize(obj)
+
+
+def _dump_records(obj: Any, handle: Any) -> None:
+    """Pickle (protocol 4) ``obj`` with every dict (top level or in a list) as a DotDict."""
+    if isinstance(obj, dict):
+        obj = _DotDict(obj)
+    elif isinstance(obj, list):
+        obj = [_DotDict(item) if isinstance(item, dict) else item for item in obj]
+    _ReleasedPickler(handle, protocol=4).dump(obj)
+
+
 def write_released(
     recordings: Recording | Sequence[Recording],
     root: str | PathLike[str],
@@ -349,13 +393,17 @@ def write_released(
     vocabulary: Iterable[str] | None = None,
     variant: str = DEFAULT_VARIANT,
     overwrite: bool = False,
+    pretrain: Sequence[Recording] | None = None,
+    window_s: float = 8.0,
+    step_s: float = 4.0,
 ) -> Path:
     """Write recordings in the released Du-IN layout (one 3-s epoch per event).
 
     ``<root>/data/seeg.he2023xuanwu/<subject>/word-recitation/run<k>/<variant>/{data,info}``:
-    ``data`` is a pickled list of plain dicts ``{"name": label, "data_s": float64 (n_channels,
-    epoch_samples)}``, ``info`` a pickled dict ``{"ch_names": [...]}`` (protocol 4, no custom
-    classes, so the paper's loaders and :func:`duin.read_released` both read them).
+    ``data`` is a pickled list of records ``{"name": label, "data_s": float64 (n_channels,
+    epoch_samples)}``, ``info`` a pickled record ``{"ch_names": [...]}`` (protocol 4). Records
+    are pickled as the paper's ``utils.DotDict.DotDict`` (its loaders read them by attribute);
+    duin's restricted unpickler reads them back as plain dicts.
 
     Parameters
     ----------
@@ -374,7 +422,12 @@ def write_released(
     variant : str
         Dataset variant folder.
     overwrite : bool
-        Replace existing run folders.
+        Replace existing run (and pretraining) folders.
+    pretrain : sequence of Recording, optional
+        Non-task recordings, preprocessed like the task runs, written as the paper's
+        pretraining files with :func:`write_released_pretrain` (``window_s``, ``step_s``).
+    window_s, step_s : float
+        Pretraining window length and step in seconds (paper: 8 s windows, 4 s overlap).
 
     Returns
     -------
@@ -441,9 +494,9 @@ def write_released(
                 data_s = np.array(rec.signals[:, start : start + n_epoch], dtype=np.float64)
                 records.append({"name": ev.label, "data_s": data_s})
             with (run_dir / "data").open("wb") as handle:
-                pickle.dump(records, handle, protocol=4)
+                _dump_records(records, handle)
             with (run_dir / "info").open("wb") as handle:
-                pickle.dump({"ch_names": list(rec.ch_names)}, handle, protocol=4)
+                _dump_records({"ch_names": list(rec.ch_names)}, handle)
         # Every run is complete: move each into place.
         for _rec, subject, run in plan:
             target = root / "data" / DATASET_DIR / subject / TASK_DIR / f"run{run}"
@@ -451,4 +504,172 @@ def write_released(
             _move_into_place(staging / subject / f"run{run}", target, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if pretrain:
+        write_released_pretrain(
+            pretrain,
+            root,
+            window_s=window_s,
+            step_s=step_s,
+            sfreq=sfreq,
+            overwrite=overwrite,
+        )
     return root
+
+
+def write_released_pretrain(
+    recordings: Recording | Sequence[Recording],
+    root: str | PathLike[str],
+    *,
+    window_s: float = 8.0,
+    step_s: float = 4.0,
+    sfreq: float = 1000.0,
+    overwrite: bool = False,
+) -> Path:
+    """Write non-task recordings as the paper's pretraining files (duin-reference §1.2, §1.6).
+
+    Per subject, ``<root>/data/seeg.he2023xuanwu/<subj>/pretrain/dataset.default.1000hz/``
+    gets ``info`` (pickled dict ``{"ch_names": [...]}``) and one float32 ``.npy`` file of shape
+    ``(2, n_channels, window)`` = ``(X_s, X_n)`` per window: windows of ``window_s`` seconds
+    every ``step_s`` seconds (8 s with 4 s overlap, the paper's cut), starting at 0 in each
+    recording; a recording's tail shorter than a window is dropped. ``X_s`` is z-scored per
+    channel with the mean and standard deviation of all the subject's non-task samples (each
+    sample counted once; no task trial enters them; a flat channel keeps its mean removed and
+    is not scaled); ``X_n`` is zeros (the paper's code never uses it). ``normalization.json``
+    beside them records the statistics (in the recordings' unit), window, step and sources.
+
+    The paper's pretraining loader does not normalise (it feeds the files as stored), so the
+    z-scoring happens here. Files are named ``<k>_<recording>_w<i>.npy`` (sorted = time order).
+
+    Parameters
+    ----------
+    recordings : Recording or sequence of Recording
+        Event-free, preprocessed recordings (same channels per subject), at ``sfreq``.
+    root : path-like
+        Folder that gets ``data/seeg.he2023xuanwu/...``.
+    window_s, step_s : float
+        Window length and step in seconds (``window_s`` > 4 s: the paper's loader needs at
+        least 4001 samples for its 4-s crops).
+    sfreq : float
+        Required sampling rate (the paper's layout: 1000 Hz).
+    overwrite : bool
+        Replace a subject's existing pretraining folder.
+
+    Returns
+    -------
+    Path
+        ``root``.
+
+    Raises
+    ------
+    RecordingError
+        Wrong sampling rate, recordings with events, channel lists that differ within a
+        subject, NaN/Inf, a subject with no complete window.
+    ValueError
+        Impossible window or step.
+    FileExistsError
+        A subject's pretraining folder exists and ``overwrite`` is False.
+    """
+    recs = [recordings] if isinstance(recordings, Recording) else list(recordings)
+    if not recs:
+        raise RecordingError("write_released_pretrain: no recordings given")
+    n_window = int(round(window_s * sfreq))
+    n_step = int(round(step_s * sfreq))
+    if n_step < 1 or n_window < 1:
+        raise ValueError(f"window_s and step_s must be > 0, got {window_s}, {step_s}")
+    root = Path(root)
+    by_subject: dict[str, list[Recording]] = {}
+    for rec in recs:
+        where = f"pretraining recording of subject {rec.subject!r} run {rec.run!r}"
+        if abs(rec.sfreq - sfreq) > 1e-9:
+            raise RecordingError(
+                f"{where}: sfreq is {rec.sfreq:g} Hz, the released layout needs {sfreq:g} Hz"
+            )
+        if rec.events:
+            raise RecordingError(f"{where}: has events; pretraining recordings are non-task")
+        group = by_subject.setdefault(rec.subject.removeprefix("sub-"), [])
+        if group and list(rec.ch_names) != list(group[0].ch_names):
+            raise RecordingError(
+                f"{where}: channels differ from the subject's first pretraining recording "
+                f"({rec.n_channels} vs {group[0].n_channels})"
+            )
+        group.append(rec)
+    targets = {s: root / "data" / DATASET_DIR / s / PRETRAIN_DIR for s in by_subject}
+    for subject, target in targets.items():
+        if target.exists() and not overwrite:
+            raise FileExistsError(f"{target}: already exists (pass overwrite=True to replace it)")
+        starts = [range(0, r.n_times - n_window + 1, n_step) for r in by_subject[subject]]
+        if not any(len(s) for s in starts):
+            raise RecordingError(
+                f"subject {subject!r}: no pretraining recording is {window_s:g} s long"
+            )
+    root.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".released.tmp-", dir=root))
+    try:
+        for subject, group in by_subject.items():
+            folder = staging / subject / PRETRAIN_VARIANT
+            folder.mkdir(parents=True)
+            mean, std = _channel_stats(group)
+            scale = np.where(std > 0, std, 1.0)
+            sources = []
+            for k, rec in enumerate(group):
+                name = re.sub(r"[^A-Za-z0-9.-]+", "-", f"{rec.task or 'rest'}-run{rec.run or k}")
+                signals = rec.signals
+                n_files = 0
+                for i, start in enumerate(range(0, rec.n_times - n_window + 1, n_step)):
+                    x = np.asarray(signals[:, start : start + n_window], dtype=np.float64)
+                    if not np.isfinite(x).all():
+                        raise RecordingError(
+                            f"subject {subject!r} recording {rec.run!r}: NaN/Inf in "
+                            f"{start / sfreq:.1f}-{(start + n_window) / sfreq:.1f} s"
+                        )
+                    window = np.zeros((2, rec.n_channels, n_window), dtype=np.float32)
+                    window[0] = (x - mean[:, None]) / scale[:, None]
+                    np.save(folder / f"{k:03d}_{name}_w{i:05d}.npy", window)
+                    n_files += 1
+                sources.append(
+                    {
+                        "recording": f"{rec.task}-run{rec.run}",
+                        "source": str(rec.provenance.get("source", "")),
+                        "n_times": int(rec.n_times),
+                        "n_files": n_files,
+                    }
+                )
+            with (folder / "info").open("wb") as handle:
+                _dump_records({"ch_names": list(group[0].ch_names)}, handle)
+            meta = {
+                "window_s": window_s,
+                "step_s": step_s,
+                "sfreq": sfreq,
+                "normalization": "per-channel z-score over all non-task samples of the subject",
+                "ch_names": list(group[0].ch_names),
+                "mean": mean.tolist(),
+                "std": std.tolist(),
+                "recordings": sources,
+            }
+            (folder / "normalization.json").write_text(json.dumps(meta, indent=1) + "\n")
+        for subject, target in targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _move_into_place(staging / subject, target, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return root
+
+
+def _channel_stats(recordings: Sequence[Recording]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation over all samples (float64, chunked)."""
+    n_channels = recordings[0].n_channels
+    total = np.zeros(n_channels)
+    total_sq = np.zeros(n_channels)
+    count = 0
+    chunk = 1 << 18
+    for rec in recordings:
+        for start in range(0, rec.n_times, chunk):
+            x = np.asarray(rec.signals[:, start : start + chunk], dtype=np.float64)
+            total += x.sum(axis=1)
+            count += x.shape[1]
+    mean = total / count
+    for rec in recordings:
+        for start in range(0, rec.n_times, chunk):
+            x = np.asarray(rec.signals[:, start : start + chunk], dtype=np.float64)
+            total_sq += ((x - mean[:, None]) ** 2).sum(axis=1)
+    return mean, np.sqrt(total_sq / count)

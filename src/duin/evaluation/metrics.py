@@ -26,6 +26,7 @@ __all__ = [
     "aggregate_runs",
     "balanced_accuracy",
     "classification_metrics",
+    "codex_usage",
     "confusion_matrix",
     "cross_entropy",
     "mean_se",
@@ -223,6 +224,31 @@ def classification_metrics(
     out["chance"] = 1.0 / n_classes
     out["confusion"] = confusion_matrix(labels_np, pred, n_classes).tolist()
     return out
+
+
+def codex_usage(counts: Any) -> dict[str, float]:
+    """Health of a codex from how often each code was assigned.
+
+    Parameters
+    ----------
+    counts : array-like
+        ``(n_codes,)`` assignment counts (e.g. summed over an epoch).
+
+    Returns
+    -------
+    dict
+        ``codex_perplexity``: ``exp`` of the entropy of the usage distribution (1 = every token on
+        one code; ``n_codes`` = uniform use); ``codes_used``: codes assigned at least once.
+    """
+    counts = _to_numpy(counts).astype(np.float64).reshape(-1)
+    total = counts.sum()
+    if total <= 0:
+        return {"codex_perplexity": 0.0, "codes_used": 0.0}
+    p = counts[counts > 0] / total
+    return {
+        "codex_perplexity": float(np.exp(-(p * np.log(p)).sum())),
+        "codes_used": float((counts > 0).sum()),
+    }
 
 
 def mean_se(values: Sequence[float]) -> tuple[float, float]:

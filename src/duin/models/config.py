@@ -126,6 +126,14 @@ class QuantizerConfig(_ConfigBase):
     track_counts_in_eval : bool
         Also update the ``counts`` usage EMA in eval-mode forwards, as the reference does
         (off by default so that evaluation never mutates a model).
+    warmup_steps : int
+        Training forwards that bypass quantisation before the codex is initialised (0 = the
+        reference: quantise from the first step). During the warm-up the model is a plain
+        autoencoder: the decoder receives the projected vectors themselves, there is no
+        commitment loss and no EMA, so the encoder learns input-specific tokens; k-means then
+        initialises the codex from those. Without it, short runs on data whose reconstruction
+        gradient is at first mostly common to all tokens align every token onto one code
+        within tens of steps (see docs/pretraining.md).
     """
 
     n_codes: int = 2048
@@ -138,10 +146,17 @@ class QuantizerConfig(_ConfigBase):
     dead_code_restart: bool = False
     dead_code_threshold: float = 1e-3
     track_counts_in_eval: bool = False
+    warmup_steps: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         owner = "quantizer"
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(
+                f"{owner}.warmup_steps must be an integer >= 0, got {self.warmup_steps!r}"
+            )
+        if self.warmup_steps and not self.kmeans_init:
+            raise ValueError(f"{owner}.warmup_steps needs kmeans_init (the codex is set after it)")
         _check_positive_int(owner, "n_codes", self.n_codes)
         _check_positive_int(owner, "d_code", self.d_code)
         _check_positive_int(owner, "kmeans_iters", self.kmeans_iters)

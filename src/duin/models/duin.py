@@ -27,6 +27,7 @@ from duin.models.layers import (
     ReconstructionHead,
     SubjectLayer,
     TransformerStack,
+    fold_front_end,
     sinusoid_table,
     trunc_normal_,
 )
@@ -90,6 +91,8 @@ class DuINModel(nn.Module):
 
     registry_name: ClassVar[str] = ""
     config_class: ClassVar[type[DuINConfig]] = DuINConfig
+    #: In eval mode, run subject layer + tokenizer as one folded affine map (same function).
+    use_folded_front_end: ClassVar[bool] = True
 
     def __init__(self, config: DuINConfig) -> None:
         super().__init__()
@@ -218,6 +221,91 @@ class DuINModel(nn.Module):
         x_h = self.subject_layer(x, subject)
         return x_h, self.tokenizer(x_h)
 
+    def front_end_fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eval-mode subject layer + tokenizer + time table as one affine map (cached).
+
+        See :func:`~duin.models.layers.fold_front_end`. The cache is rebuilt whenever a weight,
+        BatchNorm statistic, dtype or device changes (tensor versions and storage are checked).
+
+        Returns
+        -------
+        (torch.Tensor, torch.Tensor)
+            ``weight (n_in * patch_len, d_model)`` and ``bias (n_subjects, n_tokens, d_model)``
+            (``n_in`` is ``n_channels`` when the subject layer is folded in, see
+            :meth:`fold_includes_subject_layer`, else ``d_neural``).
+        """
+        tensors = [
+            *self.subject_layer.parameters(),
+            *self.tokenizer.parameters(),
+            *self.tokenizer.buffers(),
+            self.time_table,
+        ]
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
+        cached = self.__dict__.get("_fold_cache")
+        if cached is None or cached[0] != key:
+            # Plain tensors even when first called under inference_mode (usable with autograd).
+            with torch.inference_mode(False):
+                fold = fold_front_end(
+                    self.subject_layer,
+                    self.tokenizer,
+                    self.time_table,
+                    compose_subject_layer=self.fold_includes_subject_layer,
+                )
+            cached = (key, fold)
+            self.__dict__["_fold_cache"] = cached
+        return cached[1]
+
+    @property
+    def fold_includes_subject_layer(self) -> bool:
+        """Whether the folded map also contains the subject layer: for a single subject with
+        fewer channels than ``d_neural`` (then one matmul on raw patches is the cheapest)."""
+        return self.config.n_subjects == 1 and self.config.n_channels < self.config.d_neural
+
+    def _inference_fold(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The folded front end when it applies (eval mode and enabled), else None.
+
+        Not while gradients must reach the front end (an eval-mode training step, dropouts
+        off): the fold is a constant, so its weights would silently get no gradient.
+        """
+        if self.training or not self.use_folded_front_end:
+            return None
+        if torch.is_grad_enabled() and any(
+            p.requires_grad
+            for p in (*self.subject_layer.parameters(), *self.tokenizer.parameters())
+        ):
+            return None
+        return self.front_end_fold()
+
+    def embed_folded(
+        self, x: torch.Tensor, subject: torch.Tensor, fold: tuple[torch.Tensor, torch.Tensor]
+    ) -> torch.Tensor:
+        """Encoder input ``(batch, n_tokens, d_model)`` from checked inputs with the folded map.
+
+        Equals ``embed(x, subject)[1] + time_table`` in eval mode: one matmul per patch instead
+        of three convolutions and three BatchNorms (and the subject layer, when folded in).
+        """
+        weight, bias = fold
+        if not self.fold_includes_subject_layer:
+            x = self.subject_layer(x, subject)  # (B, d_neural, T)
+        batch, n_rows, n_times = x.shape
+        patch = self.config.patch_len
+        n_tokens = n_times // patch
+        # (B, R, L, P) -> (B, L, R, P) -> (B, L, R*P): one row per patch, row-major.
+        patches = x.reshape(batch, n_rows, n_tokens, patch).transpose(1, 2)
+        patches = patches.reshape(batch, n_tokens, n_rows * patch)
+        return torch.matmul(patches, weight) + bias[subject]
+
+    def encoder_input(
+        self,
+        x: torch.Tensor,
+        subject: torch.Tensor,
+        fold: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Tokens plus time table ``(batch, n_tokens, d_model)`` from checked inputs."""
+        if fold is not None:
+            return self.embed_folded(x, subject, fold)
+        return self.embed(x, subject)[1] + self.time_table
+
     def encode(
         self, tokens: torch.Tensor, return_all: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
@@ -227,7 +315,8 @@ class DuINModel(nn.Module):
     def features(self, x: torch.Tensor, subject: torch.Tensor | int | None = None) -> torch.Tensor:
         """Encoder output ``(batch, n_tokens, d_model)`` for raw inputs."""
         x, subject = self.check_inputs(x, subject)
-        return self.encode(self.embed(x, subject)[1])  # type: ignore[return-value]
+        enc_in = self.encoder_input(x, subject, self._inference_fold())
+        return self.encoder(enc_in)  # type: ignore[return-value]
 
     # ------------------------------------------------------------------ execution
     @abc.abstractmethod
@@ -448,7 +537,7 @@ class DuINVQVAE(DuINModel):
 
     @torch.no_grad()
     def _tokenize_checked(self, x: torch.Tensor, subject: torch.Tensor) -> torch.Tensor:
-        enc_out = self.encode(self.embed(x, subject)[1])
+        enc_out = self.encoder(self.encoder_input(x, subject, self._inference_fold()))
         _, z = self.quantizer.project(enc_out)
         return self.quantizer.nearest(z)
 
@@ -458,7 +547,7 @@ class DuINVQVAE(DuINModel):
     ) -> dict[str, torch.Tensor]:
         """Quantised embeddings without updating the codex: ``codes`` and ``embeddings``."""
         x, subject = self.check_inputs(x, subject)
-        enc_out = self.encode(self.embed(x, subject)[1])
+        enc_out = self.encoder(self.encoder_input(x, subject, self._inference_fold()))
         vq = self.quantizer(enc_out, update=False)
         return {"codes": vq["codes"], "embeddings": vq["out"]}
 
@@ -714,7 +803,8 @@ class DuINClassifier(DuINModel):
         x, subject = self.check_inputs(x, subject)
         if labels is not None:
             self._check_labels(labels, x.shape[0])
-        return self._run(x, subject, labels, return_intermediates)
+        fold = None if return_intermediates else self._inference_fold()
+        return self._run(x, subject, labels, return_intermediates, fold)
 
     def _compute(
         self,
@@ -722,9 +812,14 @@ class DuINClassifier(DuINModel):
         subject: torch.Tensor,
         labels: torch.Tensor | None,
         return_intermediates: bool,
+        fold: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        x_h, tokens = self.embed(x, subject)
-        enc_in = tokens + self.time_table
+        if fold is not None:
+            x_h = tokens = None
+            enc_in = self.embed_folded(x, subject, fold)
+        else:
+            x_h, tokens = self.embed(x, subject)
+            enc_in = tokens + self.time_table
         enc_out = self.encoder(enc_in)
         features = enc_out
         if self.quantizer is not None:

@@ -16,6 +16,7 @@ All layers follow the reference specification (``duin-reference.md`` §2.1-2.4, 
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "TransformerBlock",
     "TransformerStack",
     "fast_dropout",
+    "fold_front_end",
     "sinusoid_table",
     "trunc_normal_",
 ]
@@ -175,8 +177,12 @@ class PatchTokenizer(nn.Module):
         # (B, C, L, P) -> (B, L, C, P) -> (B*L, C, P): every patch is its own sequence.
         z = h.reshape(batch, channels, n_tokens, self.patch_len).transpose(1, 2)
         z = z.reshape(batch * n_tokens, channels, self.patch_len)
-        for conv, norm in zip(self.convs, self.norms, strict=True):
-            z = norm(conv(z))
+        # Under autocast the convolutions stay float32: on CPU oneDNN's bf16 kernels for these
+        # small patch convolutions (and their BatchNorm backward) are slower than fp32.
+        with torch.autocast(h.device.type, enabled=False):
+            z = z.to(self.convs[0].weight.dtype)
+            for conv, norm in zip(self.convs, self.norms, strict=True):
+                z = norm(conv(z))
         # (B*L, F, S) -> (B*L, S, F) -> (B, L, S*F)
         return z.transpose(1, 2).reshape(batch, n_tokens, self.d_out)
 
@@ -243,9 +249,12 @@ class MultiHeadAttention(nn.Module):
         k = self.norm_k(k.view(shape).transpose(1, 2))
         v = v.view(shape).transpose(1, 2)
         if self.training and self.attn_dropout > 0.0:
-            # Same math as SDPA's reference path, with the faster dropout sampler.
-            weights = torch.softmax(torch.matmul(q, k.transpose(-2, -1)) * self.scale, dim=-1)
-            out = torch.matmul(fast_dropout(weights, self.attn_dropout), v)
+            # Same math as SDPA's reference path, with the faster dropout sampler. Softmax and
+            # dropout in float32 (under bf16 autocast the CPU bf16 softmax is ~10x slower).
+            scores = torch.matmul(q, k.transpose(-2, -1))
+            weights = torch.softmax(scores.float() * self.scale, dim=-1)
+            weights = fast_dropout(weights, self.attn_dropout)
+            out = torch.matmul(weights.to(scores.dtype), v)
         else:
             out = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, H, L, Dh)
         out = out.transpose(1, 2).reshape(batch, n_tokens, self.n_heads * self.d_head)
@@ -413,3 +422,61 @@ class ReconstructionHead(nn.Module):
             z = deconv(z)
         # The Linear acts on channels at every time step: a 1x1 conv on channels-first data.
         return F.conv1d(z, self.linear.weight[:, :, None], self.linear.bias)
+
+
+@torch.no_grad()
+def fold_front_end(
+    subject_layer: SubjectLayer,
+    tokenizer: PatchTokenizer,
+    time_table: torch.Tensor,
+    compose_subject_layer: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inference-time front end as one affine map per patch.
+
+    With BatchNorm in eval mode the patch tokenizer has no nonlinearity, so each token is an
+    affine function of its ``(d_neural, patch_len)`` patch: ``token = patch @ weight + bias``
+    (the time table is in ``bias``). With ``compose_subject_layer`` (single subject only) the
+    subject layer, also affine, is folded in too and the map reads the raw
+    ``(n_channels, patch_len)`` patch. The tokenizer's map is found in float64 by pushing the
+    unit basis of one patch through a copy of it, then cast to the modules' dtype; results
+    equal the layer-by-layer path up to float rounding.
+
+    Parameters
+    ----------
+    subject_layer : SubjectLayer
+        Per-subject channel mixing.
+    tokenizer : PatchTokenizer
+        Conv/BatchNorm stack (its running statistics are used).
+    time_table : torch.Tensor
+        ``(n_tokens, d_model)`` table added to the tokens.
+    compose_subject_layer : bool
+        Fold the (single) subject's channel mixing into the map.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor)
+        ``weight (n_in * patch_len, d_model)`` (patch flattened row-major, ``c * patch_len + p``;
+        ``n_in`` = ``n_channels`` when composed, else ``d_neural``) and
+        ``bias (n_subjects, n_tokens, d_model)``.
+    """
+    dtype, device = time_table.dtype, time_table.device
+    tokenizer64 = copy.deepcopy(tokenizer).to(torch.float64).eval()
+    d_neural, patch = subject_layer.d_out, tokenizer.patch_len
+    n_in = d_neural * patch
+    # Row 0: the zero patch (gives the offset); rows 1..n_in: unit patches.
+    basis = torch.cat([torch.zeros(1, n_in), torch.eye(n_in)]).to(device, torch.float64)
+    out = tokenizer64(basis.reshape(n_in + 1, d_neural, patch))[:, 0]  # (n_in + 1, d_model)
+    token_map = (out[1:] - out[:1]).reshape(d_neural, patch, -1)  # (d, p, D)
+    offset = out[0].expand(subject_layer.n_subjects, -1)  # (S, D)
+    table = time_table.to(torch.float64)
+    if not compose_subject_layer:
+        weight = token_map.flatten(0, 1)  # (d*P, D)
+        return weight.to(dtype), (offset[:, None, :] + table[None]).to(dtype)
+    if subject_layer.n_subjects != 1:
+        raise ValueError("the subject layer can only be folded in for a single-subject model")
+    # h[d, p] = sum_c W[c, d] x[c, p] + b[d], so token = sum_{c,p} x[c, p] (W token_map)[c, p].
+    mix = subject_layer.weight[0].detach().to(torch.float64)  # (C, d)
+    shift = subject_layer.bias[0].detach().to(torch.float64)  # (d,)
+    weight = torch.einsum("cd,dpo->cpo", mix, token_map).flatten(0, 1)  # (C*P, D)
+    offset = offset + torch.einsum("d,dpo->o", shift, token_map)[None]
+    return weight.to(dtype), (offset[:, None, :] + table[None]).to(dtype)

@@ -121,8 +121,13 @@ class NormEMAVectorQuantizer(nn.Module):
     Notes
     -----
     Buffers: ``codebook (n_codes, d_code)`` (unit rows), ``initted`` (0-d bool), ``counts``
-    ``(n_codes,)`` (usage EMA, logging / dead-code detection only).
+    ``(n_codes,)`` (usage EMA, logging / dead-code detection only). While the k-means pool fills
+    (``init_mode="accumulate"``, before init) the state dict also holds it as ``kmeans_pool``
+    ``(n_pooled, d_code)``, so a run checkpointed then resumes exactly; the key is absent
+    otherwise (and in checkpoints written before it existed), which loads as an empty pool.
     """
+
+    optional_state_keys = ("kmeans_pool",)  # see the Notes; load_state_checked accepts it
 
     def __init__(self, d_model: int, config: QuantizerConfig | None = None) -> None:
         super().__init__()
@@ -139,16 +144,46 @@ class NormEMAVectorQuantizer(nn.Module):
         )
         self.register_buffer("initted", torch.tensor(not config.kmeans_init))
         self.register_buffer("counts", torch.zeros(config.n_codes))
-        self._pool: list[torch.Tensor] = []  # k-means pool (accumulate mode), not state
+        if config.warmup_steps:
+            # Only with a warm-up, so models without one keep the reference's state dict keys.
+            self.register_buffer("warmup_done", torch.zeros((), dtype=torch.int64))
+        self._pool: list[torch.Tensor] = []  # k-means pool (accumulate mode), see Notes
         self._pool_size = 0
         for linear in (self.pre_proj[0], self.pre_proj[2], self.post_proj):
             trunc_normal_(linear.weight)
             nn.init.zeros_(linear.bias)
 
+    # ------------------------------------------------------------------ state
+    def _save_to_state_dict(self, destination, prefix, keep_vars) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self._pool:
+            destination[prefix + "kmeans_pool"] = torch.cat(self._pool)
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        pool = state_dict.pop(prefix + "kmeans_pool", None)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        if pool is not None and (pool.dim() != 2 or pool.shape[1] != self.d_code):
+            error_msgs.append(
+                f"{prefix}kmeans_pool: expected shape (n, {self.d_code}), got {tuple(pool.shape)}"
+            )
+            return
+        self._pool = [] if pool is None or not len(pool) else [pool.detach().cpu().clone()]
+        self._pool_size = sum(p.shape[0] for p in self._pool)
+
     # ------------------------------------------------------------------ lookups
     def project(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Project tokens ``(..., d_model)`` to ``(pre, z)``, ``z`` l2-normalised ``(..., d_code)``."""
-        pre = self.pre_proj(tokens)
+        """Project tokens ``(..., d_model)`` to ``(pre, z)``, ``z`` l2-normalised ``(..., d_code)``.
+
+        Runs in the projection's own dtype (float32, or float64 for parity checks), also under
+        autocast: code choice and EMA statistics are sensitive to rounding, and this small
+        projection costs little.
+        """
+        with torch.autocast(tokens.device.type, enabled=False):
+            pre = self.pre_proj(tokens.to(self.pre_proj[0].weight.dtype))
         return pre, F.normalize(pre, dim=-1, eps=1e-12)
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
@@ -191,6 +226,8 @@ class NormEMAVectorQuantizer(nn.Module):
             update = self.training
         pre, z = self.project(tokens)
         cfg = self.config
+        if self._bypass(update):
+            return self._autoencode(pre, z)
         if update or (cfg.init_mode == "first_batch" and not self.frozen):
             self._maybe_init(z.detach())
         codes = self.nearest(z.detach())
@@ -212,6 +249,31 @@ class NormEMAVectorQuantizer(nn.Module):
             "ln": ln,
             "out": out,
             "loss": loss,
+        }
+
+    def _bypass(self, update: bool) -> bool:
+        """In the autoencoder warm-up (counts this training forward)."""
+        if not self.config.warmup_steps or bool(self.initted):
+            return False
+        if update and not self.frozen:
+            if int(self.warmup_done) >= self.config.warmup_steps:
+                return False
+            self.warmup_done += 1
+        return True
+
+    def _autoencode(self, pre: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Warm-up output: ``z`` itself reaches the decoder; codes are reported, not used."""
+        codes = self.nearest(z.detach())
+        ln = self.norm(z)
+        return {
+            "pre": pre,
+            "z": z,
+            "codes": codes,
+            "z_q": F.embedding(codes, self.codebook),
+            "z_st": z,
+            "ln": ln,
+            "out": self.post_proj(ln),
+            "loss": z.new_zeros(()),
         }
 
     @property

@@ -226,8 +226,14 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """``load_state_dict`` with ValueErrors naming missing, unexpected or mis-shaped tensors."""
     expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    # Keys a module writes only in some states (e.g. the quantizer's k-means pool mid-init).
+    optional = {
+        f"{name}.{key}" if name else key
+        for name, module in model.named_modules()
+        for key in getattr(module, "optional_state_keys", ())
+    }
+    missing = sorted(set(expected) - set(state) - optional)
+    unexpected = sorted(set(state) - set(expected) - optional)
     if missing or unexpected:
         raise ValueError(
             f"{source}: tensors do not match the config: missing {missing[:5]}"
@@ -235,7 +241,7 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
             f"{'...' if len(unexpected) > 5 else ''}"
         )
     for key, value in state.items():
-        if tuple(value.shape) != tuple(expected[key].shape):
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape):
             raise ValueError(
                 f"{source}: tensor {key!r} has shape {tuple(value.shape)} but the config "
                 f"expects {tuple(expected[key].shape)}"

@@ -40,6 +40,7 @@ from torch.utils.data import Dataset
 from duin.config import ConfigError, RunConfig, load_config
 from duin.data.preprocess import PreprocessConfig
 from duin.data.simulate import SimulationConfig
+from duin.evaluation.metrics import codex_usage
 from duin.models.config import ClassifierConfig, MAEConfig, VQVAEConfig
 from duin.models.duin import (
     DuINClassifier,
@@ -62,6 +63,8 @@ __all__ = [
     "VQVAERunConfig",
     "build_classifier",
     "classifier_evaluate_fn",
+    "code_counts",
+    "codex_count_metrics",
     "evaluate_classifier",
     "load_stage_config",
     "load_weights",
@@ -133,8 +136,11 @@ class DataConfig:
         ``all`` = every recording, including the task runs (transductive: pretraining then sees
         test trials, unlabelled); ``auto`` = ``rest`` when there is any, else ``all``.
     pretrain_window : float
-        Pretraining recordings are cut into windows of this many seconds with 50 % overlap;
-        each epoch draws one random crop of ``model.n_times`` samples per window (paper: 8 s).
+        Pretraining recordings are cut into windows of this many seconds; each epoch draws one
+        random crop of ``model.n_times`` samples per window (paper: 8 s).
+    pretrain_step : float or None
+        Start-to-start distance of the pretraining windows in seconds (paper: 4 s, i.e. 8-s
+        windows with 4 s overlap, twice the windows per epoch). ``None``: back-to-back windows.
     max_pretrain_windows : int or None
         Use at most this many windows per subject (evenly spaced; ``None`` = all).
     simulation : SimulationConfig
@@ -152,6 +158,7 @@ class DataConfig:
     shift: float = 0.3
     pretrain_data: Literal["auto", "rest", "all"] = "auto"
     pretrain_window: float = 8.0
+    pretrain_step: float | None = None
     max_pretrain_windows: int | None = None
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
@@ -169,6 +176,8 @@ class DataConfig:
             raise ValueError(f"shift must be >= 0 seconds, got {self.shift}")
         if self.pretrain_window <= 0:
             raise ValueError(f"pretrain_window must be > 0 seconds, got {self.pretrain_window}")
+        if self.pretrain_step is not None and self.pretrain_step <= 0:
+            raise ValueError(f"pretrain_step must be > 0 seconds or null, got {self.pretrain_step}")
         if self.max_pretrain_windows is not None and self.max_pretrain_windows < 1:
             raise ValueError(f"max_pretrain_windows must be >= 1, got {self.max_pretrain_windows}")
         if self.preprocess is not None:
@@ -196,6 +205,15 @@ class MAERunConfig(RunConfig):
 
     model: MAEConfig = field(default_factory=MAEConfig)  # type: ignore[assignment]
     data: DataConfig = field(default_factory=DataConfig)  # type: ignore[assignment]
+    #: Refuse a VQ-VAE whose codex perplexity on the MAE's training crops is below this (its
+    #: targets would be nearly constant and the MAE would learn nothing); 0 disables the check.
+    min_codex_perplexity: float = 8.0
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first impossible value."""
+        super().validate()
+        if self.min_codex_perplexity < 0:
+            raise ValueError(f"min_codex_perplexity must be >= 0, got {self.min_codex_perplexity}")
 
 
 @dataclass
@@ -393,8 +411,53 @@ def classifier_evaluate_fn(model: nn.Module, batches: Iterable[Batch]) -> dict[s
     return {"loss": loss_sum / n, "top1": hit1 / n, "top5": hit5 / n}
 
 
+def codex_count_metrics(counts: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Trainer ``count_metrics_fn``: codex health from the ``counts/codes`` histogram.
+
+    Parameters
+    ----------
+    counts : Mapping[str, torch.Tensor]
+        Summed ``counts/<name>`` outputs of an epoch or a validation pass.
+
+    Returns
+    -------
+    dict
+        ``codex_perplexity`` and ``codes_used`` (see :func:`duin.evaluation.metrics.codex_usage`).
+    """
+    hist = counts.get("counts/codes")
+    return {} if hist is None else codex_usage(hist)
+
+
+def code_counts(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
+    """``(n_codes,)`` histogram of code indices ``codes`` (any shape)."""
+    return torch.bincount(codes.reshape(-1), minlength=n_codes)
+
+
+def _vqvae_forward(n_codes: int):
+    """VQ-VAE ``forward_fn``: the model outputs plus the batch's code histogram."""
+
+    def forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        out = dict(model(**batch))
+        out["counts/codes"] = code_counts(out["codes"], n_codes)
+        return out
+
+    return forward
+
+
+def _mae_forward(n_codes: int):
+    """MAE ``forward_fn``: the model outputs plus the histogram of its (frozen) targets."""
+
+    def forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+        out = dict(model(**batch))
+        out["counts/codes"] = code_counts(out["targets"], n_codes)
+        return out
+
+    return forward
+
+
 def mae_evaluate_fn(model: nn.Module, batches: Iterable[Batch]) -> dict[str, float]:
-    """Validation metrics of the MAE: ``loss`` and token ``top1`` (masked-code accuracy).
+    """Validation metrics of the MAE: ``loss``, token ``top1`` (masked-code accuracy) and the
+    health of its targets (``codex_perplexity``, ``codes_used``).
 
     Parameters
     ----------
@@ -409,6 +472,7 @@ def mae_evaluate_fn(model: nn.Module, batches: Iterable[Batch]) -> dict[str, flo
         Sample-weighted loss and token accuracy over all positions.
     """
     loss_sum, n, hit, tokens = 0.0, 0, 0, 0
+    hist: torch.Tensor | None = None
     for batch in batches:
         out = model(**batch)
         b = out["targets"].shape[0]
@@ -416,7 +480,12 @@ def mae_evaluate_fn(model: nn.Module, batches: Iterable[Batch]) -> dict[str, flo
         n += b
         hit += int((out["logits"].argmax(-1) == out["targets"]).sum())
         tokens += out["targets"].numel()
-    return {"loss": loss_sum / max(n, 1), "top1": hit / max(tokens, 1)}
+        batch_hist = code_counts(out["targets"], out["logits"].shape[-1])
+        hist = batch_hist if hist is None else hist + batch_hist
+    metrics = {"loss": loss_sum / max(n, 1), "top1": hit / max(tokens, 1)}
+    if hist is not None:
+        metrics.update(codex_usage(hist))
+    return metrics
 
 
 # ---------------------------------------------------------------------------------------------
@@ -460,7 +529,17 @@ def train_vqvae(
     model_cfg = model_config(cfg.model, VQVAEConfig, n_channels=n_channels, n_subjects=1)
     model = DuINVQVAE(model_cfg)
     _log_model("VQ-VAE", model)
-    return _fit(model, cfg, train_data, val_data, run_dir, resume=resume, quiet=quiet)
+    return _fit(
+        model,
+        cfg,
+        train_data,
+        val_data,
+        run_dir,
+        resume=resume,
+        quiet=quiet,
+        forward_fn=_vqvae_forward(model_cfg.quantizer.n_codes),
+        count_metrics_fn=codex_count_metrics,
+    )
 
 
 def train_mae(
@@ -517,6 +596,8 @@ def train_mae(
         resume=resume,
         quiet=quiet,
         evaluate_fn=mae_evaluate_fn,
+        forward_fn=_mae_forward(model_cfg.n_codes),
+        count_metrics_fn=codex_count_metrics,
     )
 
 
@@ -691,7 +772,7 @@ def select_epoch(
     return {"epoch": int(best["epoch"]), "rule": rule, "n_tied": len(tied)}
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(
     model: nn.Module, x: np.ndarray | torch.Tensor, *, subject: int = 0, batch_size: int = 64
 ) -> np.ndarray:

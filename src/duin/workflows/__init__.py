@@ -6,6 +6,7 @@
 - :mod:`~duin.workflows.finetune`: stage 3, the one fine-tuning path (Du-IN and baselines)
 - :mod:`~duin.workflows.evaluate`: a fine-tuning run's report and table
 - :mod:`~duin.workflows.predict`: decode the events of a recording
+- :mod:`~duin.workflows.export`: a trained classifier as ONNX or TorchScript for deployment
 - :mod:`~duin.workflows.demo`: simulate, pretrain, fine-tune and compare, in one call
 - :mod:`~duin.workflows.bench`: every model of the paper's Table 2, over subjects and seeds
 - :mod:`~duin.workflows.rundir`: run-directory file names and helpers

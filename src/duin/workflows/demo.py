@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from duin.training.stages import load_stage_config, write_json
+from duin.workflows.codex import format_pretraining, pretraining_health
 from duin.workflows.evaluate import format_table
 from duin.workflows.finetune import finetune
 from duin.workflows.prepare import prepare_data
@@ -69,7 +70,10 @@ def run_demo(
     )  # type: ignore[arg-type]
     timings["vqvae_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    pretrain_mae(cfgs["mae"], out / "mae", out / "vqvae", prepared=prepared, quiet=quiet)  # type: ignore[arg-type]
+    # force: the demo always shows both rows; a collapsed codex is reported in its health table.
+    pretrain_mae(
+        cfgs["mae"], out / "mae", out / "vqvae", prepared=prepared, quiet=quiet, force=True
+    )  # type: ignore[arg-type]
     timings["mae_s"] = time.perf_counter() - t
     t = time.perf_counter()
     report = finetune(cfgs["cls"], out / "cls", out / "mae", "mae", prepared=prepared, quiet=quiet)  # type: ignore[arg-type]
@@ -90,10 +94,13 @@ def run_demo(
     report["run_dir"] = str(out / "cls")
     report["timings"] = timings
     report["scratch"] = dict(scratch)
+    report["pretraining"] = pretraining_health(out / "vqvae", out / "mae")
     report["table"] = (
         "Du-IN (mae): VQ-VAE -> MAE -> classifier\n"
         + format_table(report)
         + f"\n\nDu-IN (scratch): classifier only, same split ({out / 'cls-scratch'})\n"
         + format_table(scratch)
+        + "\n\n"
+        + format_pretraining(report["pretraining"])
     )
     return report

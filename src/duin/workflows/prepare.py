@@ -207,9 +207,10 @@ def load_recordings(data: DataConfig, *, quiet: bool = False) -> LoadedData:
 
                 recs[subject] = read_bids(root, subject)
             else:
-                from duin.data.readers.released import read_released
+                from duin.data.readers.released import read_released, read_released_pretrain
 
-                recs[subject] = read_released(root, subject)
+                # Task runs, then the paper's pretraining files (one event-free recording each).
+                recs[subject] = read_released(root, subject) + read_released_pretrain(root, subject)
     if data.subjects is not None:
         unknown = sorted(set(map(str, data.subjects)) - set(recs))
         if unknown:
@@ -504,7 +505,11 @@ def pretrain_sets(
     crop_s = n_times / sfreq
     held = split if (mode == "all" and split is not None) else None
     windows = pretrain_windows(
-        spans, held, length=max(data.pretrain_window, crop_s), min_length=crop_s
+        spans,
+        held,
+        length=max(data.pretrain_window, crop_s),
+        min_length=crop_s,
+        step=data.pretrain_step,
     )
     if data.max_pretrain_windows is not None and len(windows) > data.max_pretrain_windows:
         pick = np.linspace(0, len(windows) - 1, data.max_pretrain_windows).round().astype(int)
@@ -538,6 +543,7 @@ def pretrain_sets(
         "n_train_windows": len(train_w),
         "n_val_windows": len(val_w),
         "window_s": max(data.pretrain_window, crop_s),
+        "window_step_s": data.pretrain_step,
         "crop_samples": n_times,
         "normalization": "per-channel z-score over the pretraining training windows",
     }
@@ -739,6 +745,17 @@ def inspect_source(source: str | Path, subjects: Sequence[str] | None = None) ->
     out: dict[str, Any] = {"kind": loaded.kind, "source": loaded.source, "subjects": {}}
     for subject, recs in sorted(loaded.recordings.items()):
         labels = [e.label for r in recs for e in r.events]
+        # The paper's pretraining files (one recording each) are summarised in one line.
+        files = [r for r in recs if r.provenance.get("reader") == "read_released_pretrain"]
+        lines = [
+            r.summary() for r in recs if r.provenance.get("reader") != "read_released_pretrain"
+        ]
+        if files:
+            seconds = sorted({round(r.duration, 3) for r in files})
+            lines.append(
+                f"{len(files)} pretraining files (the paper's layout, overlapping windows) of "
+                f"{'/'.join(f'{d:g}' for d in seconds)} s, {files[0].n_channels} channels"
+            )
         out["subjects"][subject] = {
             "n_recordings": len(recs),
             "n_task_recordings": sum(bool(r.events) for r in recs),
@@ -747,7 +764,7 @@ def inspect_source(source: str | Path, subjects: Sequence[str] | None = None) ->
             "hours": round(sum(r.duration for r in recs) / 3600, 3),
             "n_events": len(labels),
             "n_labels": len(set(labels)),
-            "recordings": [r.summary() for r in recs],
+            "recordings": lines,
         }
     if loaded.truth:
         out["oracle_accuracy"] = loaded.truth.get("oracle_accuracy")

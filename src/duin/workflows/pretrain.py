@@ -11,9 +11,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-from torch.utils.data import Dataset
-
 from duin.data.splits import Split, split_trials
 from duin.training.stages import (
     ClsRunConfig,
@@ -22,6 +19,11 @@ from duin.training.stages import (
     VQVAERunConfig,
     train_mae,
     train_vqvae,
+)
+from duin.workflows.codex import (
+    DEFAULT_MIN_CODEX_PERPLEXITY,
+    CodexCollapsedError,
+    codex_health,
 )
 from duin.workflows.prepare import PreparedData, prepare_data, pretrain_sets, resolve_channels
 from duin.workflows.rundir import (
@@ -100,30 +102,27 @@ def pretrain_vqvae(
             resume=resume,
             quiet=quiet,
         )
-        info["codes_used_val"] = _codes_used(fit.last_dir, val)
-        n_codes = cfg.model.quantizer.n_codes
-        if info["codes_used_val"] <= max(2, n_codes // 100):
+        from duin.models.registry import load_model
+
+        health = codex_health(load_model(fit.last_dir), val if val is not None else train)
+        info.update({f"{k}_val": v for k, v in health.items()})
+        logger.info(
+            "VQ-VAE sub-%s: codex perplexity %.1f, %d of %d codes used (validation crops)",
+            subject,
+            health["codex_perplexity"],
+            health["codes_used"],
+            cfg.model.quantizer.n_codes,
+        )
+        if health["codex_perplexity"] < DEFAULT_MIN_CODEX_PERPLEXITY:
             logger.warning(
-                "sub-%s: the VQ-VAE codex collapsed (%d of %d codes used on validation crops); "
-                "MAE targets will be nearly constant. Train longer, or lower "
-                "model.quantizer.beta / n_codes",
+                "sub-%s: the VQ-VAE codex collapsed (perplexity %.1f < %g): MAE targets will be "
+                "nearly constant. Train longer or on more non-task signal",
                 subject,
-                info["codes_used_val"],
-                n_codes,
+                health["codex_perplexity"],
+                DEFAULT_MIN_CODEX_PERPLEXITY,
             )
     write_data_info(out, prepared, {"stage": "vqvae", "pretraining": infos})
     return out
-
-
-def _codes_used(ckpt: Path, data: Dataset, max_items: int = 64) -> int:
-    """Distinct codex entries a trained VQ-VAE assigns to (up to ``max_items``) crops."""
-    from duin.models.registry import load_model
-
-    model = load_model(ckpt)
-    items = [data[i] for i in range(min(len(data), max_items))]  # type: ignore[arg-type]
-    x = torch.stack([it["x"] for it in items])
-    codes = model.tokenize(x, torch.stack([it["subject"] for it in items]))  # type: ignore[operator]
-    return int(codes.unique().numel())
 
 
 def _split_for(
@@ -154,6 +153,7 @@ def pretrain_mae(
     cache: str | Path | None = None,
     resume: bool = False,
     quiet: bool = False,
+    force: bool = False,
 ) -> Path:
     """Stage 2 for every subject, with targets from the frozen stage-1 VQ-VAE.
 
@@ -167,11 +167,19 @@ def pretrain_mae(
         Run directory of :func:`pretrain_vqvae` (its channels and ``sub-XX/checkpoints/last``).
     prepared, cache, resume, quiet
         See :func:`pretrain_vqvae`.
+    force : bool
+        Train even when a VQ-VAE's codex perplexity is below ``cfg.min_codex_perplexity``.
 
     Returns
     -------
     pathlib.Path
         The run directory.
+
+    Raises
+    ------
+    CodexCollapsedError
+        A subject's VQ-VAE codex perplexity on the MAE's training crops is below
+        ``cfg.min_codex_perplexity`` (and ``force`` is not set); nothing is trained.
     """
     from duin.models.duin import DuINVQVAE
     from duin.models.registry import load_model
@@ -198,8 +206,8 @@ def pretrain_mae(
     write_channels(
         out, {s: channels_all[s] for s in prepared.subjects}, method=f"from {vqvae_run}", seed=None
     )
-    infos = {}
-    for subject in prepared.subjects:
+    infos, sets = {}, {}
+    for subject in prepared.subjects:  # check every codex before training any MAE
         tok = tokenizers[subject]
         split = _split_for(prepared, subject, cfg.data, cfg.seed, cfg.protocol)
         train, val, info = pretrain_sets(
@@ -211,8 +219,28 @@ def pretrain_mae(
             channels=channels_all[subject],
             split=split,
         )
-        infos[subject] = info
-        train_mae(cfg, tok, train, val, out / f"sub-{subject}", resume=resume, quiet=quiet)
+        health = codex_health(tok, train)
+        info.update({f"vqvae_{k}": v for k, v in health.items()})
+        logger.info(
+            "MAE sub-%s: targets from a codex with perplexity %.1f (%d codes used)",
+            subject,
+            health["codex_perplexity"],
+            health["codes_used"],
+        )
+        if health["codex_perplexity"] < cfg.min_codex_perplexity and not force:
+            raise CodexCollapsedError(
+                f"{checkpoint_dir(vqvae_run, subject)}: codex perplexity "
+                f"{health['codex_perplexity']:.2f} on {health['n_crops']} training crops is below "
+                f"min_codex_perplexity={cfg.min_codex_perplexity:g}, so MAE targets would be "
+                "nearly constant; train the VQ-VAE longer or on more non-task signal "
+                "(or pass --force)"
+            )
+        infos[subject], sets[subject] = info, (train, val)
+    for subject in prepared.subjects:
+        train, val = sets[subject]
+        train_mae(
+            cfg, tokenizers[subject], train, val, out / f"sub-{subject}", resume=resume, quiet=quiet
+        )
     write_data_info(
         out, prepared, {"stage": "mae", "vqvae_run": str(vqvae_run), "pretraining": infos}
     )

@@ -5,6 +5,9 @@ Layout (duin-reference §1.1)::
     <root>/data/seeg.he2023xuanwu/<subj>/word-recitation/run<k>/dataset.bipolar.default.unaligned/
         data   # pickle: list of records {"name": <Chinese word>, "data_s": float64 (n_channels, 3000)}
         info   # pickle: record {"ch_names": [...]} (all bipolar channels of the run)
+    <root>/data/seeg.he2023xuanwu/<subj>/pretrain/dataset.default.1000hz/
+        info   # pickle: record {"ch_names": [...]}
+        *.npy  # float (2, n_channels, T): (X_s, X_n), one pretraining window per file (§1.2)
 
 Records in the real files are instances of ``utils.DotDict.DotDict`` (a ``dict`` subclass from the
 paper's code). Pickles can run arbitrary code when loaded, so they are read with
@@ -12,7 +15,9 @@ paper's code). Pickles can run arbitrary code when loaded, so they are read with
 records (as plain dicts) and refuses everything else *before* calling it.
 
 Each run's 3-s epochs (1000 Hz) are concatenated into one continuous :class:`Recording` with one
-event per epoch (onset ``k * 3 s``, duration 3 s, label = the word).
+event per epoch (onset ``k * 3 s``, duration 3 s, label = the word). Each pretraining file is
+one event-free :class:`Recording` (:func:`read_released_pretrain`), so a pipeline that takes one
+crop per window reads exactly the windows the paper's code reads.
 """
 
 from __future__ import annotations
@@ -35,17 +40,23 @@ from duin.data.words import check_labels
 __all__ = [
     "DATASET_DIR",
     "DEFAULT_VARIANT",
+    "PRETRAIN_DIR",
+    "PRETRAIN_VARIANT",
     "TASK_DIR",
     "UnsafePickleError",
     "list_released_runs",
     "load_pickle",
     "read_released",
+    "read_released_pretrain",
+    "released_pretrain_dir",
     "released_run_dir",
 ]
 
 DATASET_DIR = "seeg.he2023xuanwu"
 TASK_DIR = "word-recitation"
 DEFAULT_VARIANT = "dataset.bipolar.default.unaligned"
+PRETRAIN_DIR = "pretrain"
+PRETRAIN_VARIANT = "dataset.default.1000hz"
 # Globals that name the paper's record class; mapped to a stand-in without importing anything.
 _RECORD_GLOBALS = {("utils.DotDict", "DotDict"), ("DotDict", "DotDict")}
 
@@ -412,4 +423,102 @@ def read_released(
                     "sampling rate or epoch length)"
                 )
         recordings.append(rec)
+    return recordings
+
+
+def released_pretrain_dir(root: str | PathLike[str], subject: str | int) -> Path:
+    """``<root>/data/seeg.he2023xuanwu/<subj>/pretrain/dataset.default.1000hz`` (may not exist)."""
+    return dataset_root(Path(root)) / _subject_dir_name(subject) / PRETRAIN_DIR / PRETRAIN_VARIANT
+
+
+def read_released_pretrain(
+    root: str | PathLike[str],
+    subject: str | int = "001",
+    *,
+    ch_names: Sequence[str] | None = None,
+    sfreq: float = 1000.0,
+) -> list[Recording]:
+    """Read one subject's pretraining files of the paper's layout, one Recording per file.
+
+    ``pretrain/dataset.default.1000hz/`` holds an ``info`` pickle (``ch_names``) and ``*.npy``
+    files (found recursively, read in sorted path order) of shape ``(2, n_channels, T)``:
+    ``(X_s, X_n)``; only ``X_s`` is read, as the paper's code does (duin-reference §1.2, §1.6).
+    Files are read with ``allow_pickle=False``; ``X_s`` of the selected channels is loaded into
+    memory as float32.
+
+    Parameters
+    ----------
+    root : path-like
+        Folder holding ``data/seeg.he2023xuanwu`` (or that folder).
+    subject : str or int
+        Subject folder (an int is zero-padded).
+    ch_names : sequence of str, optional
+        Channels to keep, in this order (default: all of ``info``).
+    sfreq : float
+        Sampling rate of the files (not stored in the layout; 1000 Hz).
+
+    Returns
+    -------
+    list of Recording
+        Event-free recordings (``task="pretrain"``, ``run`` = the file's path relative to the
+        folder without ``.npy``, ``/`` -> ``-``), or ``[]`` when the subject has no pretraining folder.
+
+    Raises
+    ------
+    RecordingError
+        A missing or malformed ``info``, a file of the wrong shape or dtype, channels missing
+        from the selection, NaN/Inf; :class:`UnsafePickleError` for a pickle naming a
+        disallowed global.
+    """
+    folder = released_pretrain_dir(root, subject)
+    if not folder.is_dir():
+        return []
+    info_path = folder / "info"
+    if not info_path.is_file():
+        raise RecordingError(f"{info_path}: missing (the pretraining folder needs an 'info')")
+    info = load_pickle(info_path)
+    if not isinstance(info, dict) or "ch_names" not in info:
+        raise RecordingError(f"{info_path}: expected a record with field 'ch_names'")
+    all_names = [str(name) for name in info["ch_names"]]
+    names = all_names if ch_names is None else list(ch_names)
+    missing = [name for name in names if name not in all_names]
+    if missing:
+        raise RecordingError(
+            f"{info_path}: field 'ch_names' lacks the selected channels {missing} "
+            f"(the pretraining files have {len(all_names)} channels)"
+        )
+    index = [all_names.index(name) for name in names]
+    subject_name = _subject_dir_name(subject)
+    recordings: list[Recording] = []
+    for path in sorted(folder.rglob("*.npy")):
+        try:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (ValueError, OSError) as err:
+            raise RecordingError(f"{path}: not a readable .npy array ({err})") from err
+        if array.ndim != 3 or array.shape[:2] != (2, len(all_names)) or array.shape[2] < 1:
+            raise RecordingError(
+                f"{path}: shape {array.shape}, expected (2, {len(all_names)}, n_times) = "
+                f"(X_s, X_n) with the {len(all_names)} channels of {info_path.name} 'ch_names'"
+            )
+        if array.dtype.kind != "f":
+            raise RecordingError(f"{path}: dtype {array.dtype}, expected a float array")
+        signals = np.array(array[0, index], dtype=np.float32)  # X_s only; X_n is never used
+        del array
+        if not np.isfinite(signals).all():
+            raise RecordingError(f"{path}: X_s contains NaN/Inf")
+        recordings.append(
+            Recording(
+                signals=signals,
+                sfreq=sfreq,
+                ch_names=names,
+                subject=subject_name,
+                task=PRETRAIN_DIR,
+                run=path.relative_to(folder).with_suffix("").as_posix().replace("/", "-"),
+                provenance={
+                    "source": str(path),
+                    "reader": "read_released_pretrain",
+                    "n_channels_all": len(all_names),
+                },
+            )
+        )
     return recordings

@@ -36,8 +36,10 @@ def simulate_to_disk(
         dataset via :func:`duin.data.writers.write_bids` (``simulation.json`` is listed in
         ``.bidsignore``). ``"released"``: the task runs preprocessed like the release
         (0.5-200 Hz, 50 Hz notch, 1000 Hz, bipolar named after the first contact) in the Du-IN
-        layout via :func:`duin.data.writers.write_released`, plus the preprocessed non-task
-        recordings as ``pretrain/sub-XX/rest_run-N.npy`` + ``.json``. ``"npz"``: raw ``.npy``
+        layout via :func:`duin.data.writers.write_released`, with the non-task recordings,
+        preprocessed the same way, as the paper's pretraining files
+        (``<subj>/pretrain/dataset.default.1000hz/``: 8-s windows every 4 s, z-scored per channel
+        over the non-task signal). ``"npz"``: raw ``.npy``
         signals per recording with a JSON sidecar each under ``raw/`` (no other dependency).
     config : SimulationConfig, optional
         Default: the ``"small"`` preset.
@@ -105,14 +107,12 @@ def simulate_to_disk(
             task = []
             for i, rec in enumerate(r for s in corpus.subjects for r in s.task_runs):
                 task.append(preprocess(rec, pre_cfg, out_path=scratch / f"task{i}.npy"))
-            write_released(task, out, vocabulary=corpus.vocabulary)
-            for s in corpus.subjects:
-                for rec in s.pretrain:
-                    stem = out / "pretrain" / f"sub-{rec.subject}" / f"{rec.task}_run-{rec.run}"
-                    stem.parent.mkdir(parents=True, exist_ok=True)
-                    done = preprocess(rec, pre_cfg, out_path=stem.with_suffix(".npy"))
-                    _write_sidecar(done, stem.with_suffix(".json"))
-                    del done
+            rest = [
+                preprocess(rec, pre_cfg, out_path=scratch / f"rest{i}.npy")
+                for i, rec in enumerate(r for s in corpus.subjects for r in s.pretrain)
+            ]
+            write_released(task, out, vocabulary=corpus.vocabulary, pretrain=rest)
+            del task, rest
             truth["released_preprocessing"] = pre_cfg.to_dict()
         _atomic_write_text(out / "simulation.json", json.dumps(truth, indent=1, ensure_ascii=False))
     finally:
@@ -124,12 +124,10 @@ def simulate_to_disk(
 def read_simulated(root: str | os.PathLike[str]) -> list[Recording]:
     """Read the ``"npz"`` layout of :func:`simulate_to_disk` back (signals memory-mapped).
 
-    Also reads the ``pretrain/`` folder of the ``"released"`` layout.
-
     Parameters
     ----------
     root : path
-        The folder given to :func:`simulate_to_disk` (or its ``raw``/``pretrain`` folder).
+        The folder given to :func:`simulate_to_disk` (or its ``raw`` folder).
 
     Returns
     -------

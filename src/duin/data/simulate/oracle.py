@@ -31,14 +31,26 @@ def _oracle_features(lf: np.ndarray, hg_power: np.ndarray, sfreq: float) -> np.n
 _FEATURE_CHUNK = 32  # trials filtered at once by _observed_features
 
 
-def _observed_features(epochs: np.ndarray, sfreq: float) -> np.ndarray:
+def _line_notches(sfreq: float, line_freq: float | None, band: tuple[float, float]) -> np.ndarray:
+    """Notch sections ``(n, 6)`` for the mains harmonics inside ``band`` (none: empty)."""
+    if not line_freq:
+        return np.zeros((0, 6))
+    harmonics = [f for f in np.arange(line_freq, band[1], line_freq) if f > band[0]]
+    return np.concatenate(
+        [np.zeros((0, 6))] + [sps.tf2sos(*sps.iirnotch(f, 30.0, fs=sfreq)) for f in harmonics]
+    )
+
+
+def _observed_features(epochs: np.ndarray, sfreq: float, line_freq: float | None) -> np.ndarray:
     """Oracle features of observed epochs ``(n, n_inf, n_times)`` (volts).
 
-    Trials are filtered in chunks (each trial independently), so the filter outputs never
-    exist for all trials at once: peak memory does not grow with the number of trials.
+    Mains harmonics inside the high-gamma band are notched first: the line noise is far above
+    the background's high-gamma power, and any decoder (the paper's preprocessing too) removes it.
+    Trials are filtered in chunks (each trial independently), so the filter outputs never exist
+    for all trials at once: peak memory does not grow with the number of trials.
     """
     lf_sos = sps.butter(4, 12.0, fs=sfreq, output="sos")
-    hg_sos = _hg_sos(sfreq)
+    hg_sos = np.concatenate([_line_notches(sfreq, line_freq, _HG_BAND), _hg_sos(sfreq)])
     chunks = []
     for start in range(0, len(epochs), _FEATURE_CHUNK):
         part = epochs[start : start + _FEATURE_CHUNK]
@@ -148,14 +160,16 @@ def oracle_accuracy(model: _SubjectModel, n_trials_per_word: int | None = None) 
     n_per = n_trials_per_word or cfg.oracle_trials_per_word
     word_ids = np.tile(np.arange(n_words), n_per)
     epochs = _render_epochs(model, word_ids, seed_key=777_001)  # (n, n_inf, win)
-    feats = _observed_features(epochs.astype(np.float64), sf)  # (n, n_inf, n_feat)
+    feats = _observed_features(
+        epochs.astype(np.float64), sf, model.config.line_freq
+    )  # (n, n_inf, n_feat)
 
     # noise model: the same generator with the responses switched off
     quiet_model = _SubjectModel.__new__(_SubjectModel)
     quiet_model.__dict__.update(model.__dict__)
     quiet_model.config = dataclasses.replace(cfg, hg_snr=0.0, lf_snr=0.0)
     noise_epochs = _render_epochs(quiet_model, np.zeros(max(100, 2 * n_words), int), 777_002)
-    noise_feats = _observed_features(noise_epochs.astype(np.float64), sf)
+    noise_feats = _observed_features(noise_epochs.astype(np.float64), sf, model.config.line_freq)
     sd = noise_feats.std(axis=0) + 1e-12  # (n_inf, n_feat)
     step_lf, step_hg = int(0.04 * sf), int(0.02 * sf)
     win = int(_TRIAL_S * sf)
@@ -204,6 +218,7 @@ def band_power_features(
     window: tuple[float, float] = (0.0, 3.0),
     bin_s: float = 0.1,
     band: tuple[float, float] = _HG_BAND,
+    line_freq: float | None = 50.0,
 ) -> tuple[np.ndarray, list[str]]:
     """Log high-gamma power in ``bin_s`` bins for every labelled event of a recording.
 
@@ -219,6 +234,9 @@ def band_power_features(
         Bin width in seconds.
     band : tuple of float
         Band-pass in Hz (clipped to below Nyquist).
+    line_freq : float or None
+        Mains frequency whose harmonics inside the band are notched first (raw recordings carry
+        line noise far above the background's high-gamma power); ``None``: no notch.
 
     Returns
     -------
@@ -231,6 +249,7 @@ def band_power_features(
     rows = [recording.ch_names.index(c) for c in channels]
     hi = min(band[1], 0.45 * sf)
     sos = sps.butter(4, (band[0], hi), btype="band", fs=sf, output="sos")
+    sos = np.concatenate([_line_notches(sf, line_freq, (band[0], hi)), sos])
     pad = int(0.5 * sf)
     win = int(round((window[1] - window[0]) * sf))
     step = int(round(bin_s * sf))

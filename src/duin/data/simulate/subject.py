@@ -36,17 +36,33 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(k) for k in key]))
 
 
-def _pink_sos(sfreq: float, exponent: float) -> np.ndarray:
+def _pink_sos(sfreq: float, exponent: float, knee: float = 0.3) -> np.ndarray:
     """Second-order sections shaping unit white noise to unit-RMS ``1/f**exponent`` power.
 
-    Alternating real poles and zeros, log-spaced from 0.3 Hz up to Nyquist: each pole bends
-    the amplitude slope by -1, each following zero by +1, so with the zero a fraction
-    ``exponent/2`` of the way to the next pole the average power slope is ``-exponent``.
+    Alternating real poles and zeros, log-spaced from ``knee`` Hz up to Nyquist: each pole
+    bends the amplitude slope by -1, each following zero by +1, so with the zero a fraction
+    ``exponent/2`` of the way to the next pole the average power slope is ``-exponent``. One
+    such cascade reaches at most ``-2``; steeper spectra (real sEEG/ECoG: about ``-2.5`` to
+    ``-3`` between 2 and 100 Hz) cascade two with half the exponent each. Below ``knee`` the
+    spectrum is flat.
     """
+    n_cascades = 1 if exponent <= 1.9 else 2
+    sos = np.concatenate([_pole_zero_sos(sfreq, exponent / n_cascades, knee)] * n_cascades)
+    # normalise to unit output RMS for unit white input (from the impulse response energy)
+    impulse = np.zeros(int(sfreq * 20))
+    impulse[0] = 1.0
+    h = sps.sosfilt(sos, impulse)
+    rms = float(np.sqrt(np.sum(h**2)))
+    sos[0, :3] /= rms
+    return sos
+
+
+def _pole_zero_sos(sfreq: float, exponent: float, knee: float) -> np.ndarray:
+    """One pole/zero cascade with average power slope ``-exponent`` (<= 2) above ``knee`` Hz."""
     nyq = sfreq / 2
     ratio = math.sqrt(10.0)
     poles, zeros = [], []
-    f = 0.3
+    f = knee
     while f < nyq * 0.9:
         poles.append(f)
         zeros.append(min(f * ratio ** (exponent / 2), nyq * 0.95))
@@ -56,14 +72,7 @@ def _pink_sos(sfreq: float, exponent: float) -> np.ndarray:
     z_a = [-warp(v) for v in zeros]
     p_a = [-warp(v) for v in poles]
     z, p, k = sps.bilinear_zpk(z_a, p_a, 1.0, sfreq)
-    sos = sps.zpk2sos(z, p, k)
-    # normalise to unit output RMS for unit white input (from the impulse response energy)
-    impulse = np.zeros(int(sfreq * 20))
-    impulse[0] = 1.0
-    h = sps.sosfilt(sos, impulse)
-    rms = float(np.sqrt(np.sum(h**2)))
-    sos[0, :3] /= rms
-    return sos
+    return sps.zpk2sos(z, p, k)
 
 
 def _band_rms(sos: np.ndarray, sfreq: float, band: tuple[float, float]) -> float:
@@ -132,7 +141,7 @@ class _SubjectModel:
         self.n_channels = n_ch
 
         # ---- background: per-channel gain, bad channels, oscillation and line-noise mixing
-        self.pink_sos = _pink_sos(sf, config.spectral_exponent)
+        self.pink_sos = _pink_sos(sf, config.spectral_exponent, config.spectral_knee)
         self.gain = config.background_rms * np.exp(rng.normal(0, 0.35, n_ch))
         n_bad = int(round(config.bad_channel_fraction * n_ch))
         informative_shafts = set(self.shaft_rows[0]) | set(self.shaft_rows[1])

@@ -4,7 +4,8 @@
 (plus optional scalar diagnostics, averaged into the logs). It provides:
 
 - AdamW with decay / no-decay parameter groups (pluggable), linear warm-up + cosine LR set per
-  epoch as the reference does (or per step), gradient clipping and accumulation, AMP on CUDA;
+  epoch as the reference does (or per step), gradient clipping and accumulation, precision
+  fp32 | bf16 | fp16 (:mod:`duin.training.precision`);
 - validation every epoch and best-epoch selection on validation metrics only (ties keep the
   earliest epoch; test data never enter the trainer), optional early stopping;
 - ``metrics.jsonl`` (one JSON line per epoch), TensorBoard events, tqdm bars, ``logging``;

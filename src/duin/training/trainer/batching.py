@@ -141,6 +141,22 @@ def _scalar_outputs(out: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     }
 
 
+def _count_outputs(out: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The 1-dim ``counts/<name>`` outputs (histograms summed over an epoch, e.g. code usage)."""
+    return {
+        k: v.detach().to(torch.float64)
+        for k, v in out.items()
+        if k.startswith("counts/") and isinstance(v, torch.Tensor) and v.ndim == 1
+    }
+
+
+def _add_counts(totals: dict[str, torch.Tensor], counts: Mapping[str, torch.Tensor]) -> None:
+    """Add histograms ``counts`` into ``totals`` in place."""
+    for k, v in counts.items():
+        prev = totals.get(k)
+        totals[k] = v if prev is None else prev + v
+
+
 def _resolve_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -150,15 +166,6 @@ def _resolve_device(name: str, local_rank: int) -> torch.device:
         if name == "cuda":
             return torch.device("cuda", local_rank)
     return torch.device(name)
-
-
-def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for full precision. AMP is always off on CPU."""
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16
-    return torch.float16
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -89,7 +89,7 @@ class _RunDirMixin:
         info = env_info(
             seed=self.seed,
             device=str(self.device),
-            amp=str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off",
+            precision=self.precision,
             world_size=self.dist.world_size,
             resumed_from_step=resumed_step,
         )
@@ -105,6 +105,7 @@ class _RunDirMixin:
                 "rng": get_rng_state(),
                 "train_sums": {k: float(v) for k, v in self.train_sums.items()},
                 "train_count": self.train_count,
+                "train_counts": {k: v.tolist() for k, v in self.train_counts.items()},
                 "log_sum": None if self._log_sum is None else float(self._log_sum),
                 "log_n": self._log_n,
             }
@@ -192,6 +193,10 @@ class _RunDirMixin:
             for k, v in mine["train_sums"].items()
         }
         self.train_count = int(mine["train_count"])
+        self.train_counts = {
+            k: torch.tensor(v, dtype=torch.float64, device=self.device)
+            for k, v in mine.get("train_counts", {}).items()
+        }
         log_sum = mine["log_sum"]
         self._log_sum = (
             None

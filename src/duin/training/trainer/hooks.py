@@ -19,6 +19,7 @@ from duin.config import to_dict
 Batch = dict[str, Any]
 ForwardFn = Callable[[nn.Module, Batch], Mapping[str, torch.Tensor]]
 EvaluateFn = Callable[[nn.Module, Iterable[Batch]], Mapping[str, float]]
+CountMetricsFn = Callable[[Mapping[str, torch.Tensor]], Mapping[str, float]]
 ParamGroupsFn = Callable[[nn.Module, float], list[dict[str, Any]]]
 SaveModelFn = Callable[[nn.Module, Path], Any]
 LoadWeightsFn = Callable[[nn.Module, Path], Any]

@@ -1,4 +1,4 @@
-"""The training loop: :class:`Trainer` (setup, data loaders, AMP, signals, evaluation, LR
+"""The training loop: :class:`Trainer` (setup, data loaders, precision, signals, evaluation, LR
 schedule, epochs and steps, best-epoch selection).
 """
 
@@ -21,12 +21,15 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from duin.config import OptimConfig, TrainerConfig
 from duin.training import distributed as ddp_utils
+from duin.training import precision as precision_lib
+from duin.training.optim import build_adamw
 from duin.training.schedule import lr_at_epoch, lr_at_step
 from duin.training.trainer.batching import (
     EpochBatchSampler,
-    _amp_dtype,
+    _add_counts,
     _as_dataset,
     _batch_size,
+    _count_outputs,
     _DeviceLoader,
     _resolve_device,
     _scalar_outputs,
@@ -35,6 +38,7 @@ from duin.training.trainer.batching import (
 from duin.training.trainer.checkpointing import _RunDirMixin
 from duin.training.trainer.hooks import (
     Batch,
+    CountMetricsFn,
     EvaluateFn,
     ForwardFn,
     LoadWeightsFn,
@@ -90,6 +94,11 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
         ``forward_fn(model, batch) -> outputs`` for training steps and the default validation
         (default ``model(**batch)``). It must call the module (not ``model.module``) so DDP
         synchronises gradients.
+    count_metrics_fn : callable, optional
+        ``count_metrics_fn(counts) -> {name: float}``. Outputs named ``counts/<name>`` (1-dim
+        histograms, e.g. codex usage) are summed over each epoch (training, all ranks) or
+        validation pass and turned into metrics by this function, logged as ``train/<name>``
+        and ``val/<name>``. Default: count outputs are ignored.
     param_groups_fn : callable, optional
         ``param_groups_fn(model, weight_decay) -> groups`` (e.g.
         ``duin.models.optimizer_param_groups``); default :func:`default_param_groups`.
@@ -126,6 +135,7 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
         config: Any = None,
         evaluate_fn: EvaluateFn | None = None,
         forward_fn: ForwardFn | None = None,
+        count_metrics_fn: CountMetricsFn | None = None,
         param_groups_fn: ParamGroupsFn | None = None,
         save_model_fn: SaveModelFn | None = None,
         load_weights_fn: LoadWeightsFn | None = None,
@@ -145,6 +155,7 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
         self.config = config
         self.evaluate_fn = evaluate_fn
         self.forward_fn = forward_fn or default_forward
+        self.count_metrics_fn = count_metrics_fn
         self.param_groups_fn = param_groups_fn or default_param_groups
         self.save_model_fn = save_model_fn or default_save_model
         self.load_weights_fn = load_weights_fn or default_load_weights
@@ -216,7 +227,8 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
                 f"world_size ({world}) x grad_accum_steps ({accum})"
             )
         self.micro_batch = self.optim_cfg.batch_size // (world * accum)
-        self.amp_dtype = _amp_dtype(self.cfg.amp, self.device)
+        self.precision = self.cfg.resolved_precision
+        self.amp_dtype = precision_lib.autocast_dtype(self.precision, self.device)
         if self.cfg.deterministic:
             # cuBLAS needs this before its first call to be deterministic.
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
@@ -224,6 +236,8 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
             torch.backends.cudnn.benchmark = False
 
         model = self.model.to(self.device)
+        if self.cfg.compile and hasattr(model, "enable_compile"):
+            model.enable_compile()  # eager fallback inside the model if compilation fails
         if (
             self.dist.enabled
             and self.device.type == "cuda"
@@ -241,16 +255,15 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
         else:
             self.train_model = model
         groups = self.param_groups_fn(model, self.optim_cfg.weight_decay)
-        self.optimizer = torch.optim.AdamW(
+        self.optimizer = build_adamw(
             groups,
             lr=self.optim_cfg.lr,
-            betas=tuple(self.optim_cfg.betas),
+            betas=self.optim_cfg.betas,
             eps=self.optim_cfg.eps,
             weight_decay=self.optim_cfg.weight_decay,
+            device=self.device,
         )
-        self.scaler = torch.amp.GradScaler(
-            "cuda", enabled=self.amp_dtype is torch.float16 and self.device.type == "cuda"
-        )
+        self.scaler = precision_lib.grad_scaler(self.precision, self.device)
         self.sampler = EpochBatchSampler(
             len(self.train_dataset),  # type: ignore[arg-type]
             self.micro_batch,
@@ -295,9 +308,7 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
         )
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        return precision_lib.autocast(self.precision, self.device)
 
     # ------------------------------------------------------------------------- signals
 
@@ -354,15 +365,28 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
                             )
                     return {k: float(v) for k, v in metrics.items()}
                 sums: dict[str, torch.Tensor] = {}
+                counts: dict[str, torch.Tensor] = {}
                 count = 0
                 for batch in loader:
                     n = _batch_size(batch)
-                    for k, v in _scalar_outputs(self.forward_fn(model, batch)).items():
+                    out = self.forward_fn(model, batch)
+                    for k, v in _scalar_outputs(out).items():
                         sums[k] = sums.get(k, 0) + v.double() * n
+                    _add_counts(counts, _count_outputs(out))
                     count += n
-                return {k: float(v.item()) / max(count, 1) for k, v in sums.items()}
+                metrics = {k: float(v.item()) / max(count, 1) for k, v in sums.items()}
+                metrics.update(self._count_metrics(counts, reduce=False))
+                return metrics
         finally:
             model.train(was_training)
+
+    def _count_metrics(self, counts: Mapping[str, torch.Tensor], reduce: bool) -> dict[str, float]:
+        """Metrics of summed ``counts/*`` histograms (all-reduced over ranks when ``reduce``)."""
+        if self.count_metrics_fn is None or not counts:
+            return {}
+        if reduce:
+            counts = {k: ddp_utils.all_reduce_sum(v.clone()) for k, v in sorted(counts.items())}
+        return {k: float(v) for k, v in self.count_metrics_fn(counts).items()}
 
     # ------------------------------------------------------------------------- schedule
 
@@ -419,6 +443,7 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
         self.bad_epochs = 0
         self.nonfinite_skips = 0
         self.train_sums: dict[str, torch.Tensor] = {}
+        self.train_counts: dict[str, torch.Tensor] = {}
         self.train_count = 0
         self._log_sum: torch.Tensor | None = None
         self._log_n = 0
@@ -470,7 +495,7 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
         for epoch in range(start_epoch, o.epochs):
             batch_start = start_batch if epoch == start_epoch else 0
             if batch_start == 0:
-                self.train_sums, self.train_count = {}, 0
+                self.train_sums, self.train_count, self.train_counts = {}, 0, {}
             self.sampler.set_epoch(epoch, batch_start)
             # Datasets with per-epoch randomness (crops, shifts) derive it from (seed, epoch,
             # index), so a resumed epoch fetches exactly the same samples.
@@ -522,6 +547,7 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
                         prev = self.train_sums.get(k)
                         term = v.double() * n
                         self.train_sums[k] = term if prev is None else prev + term
+                    _add_counts(self.train_counts, _count_outputs(out))
                     self.train_count += n
                     term = loss.detach().double() * n
                     self._log_sum = term if self._log_sum is None else self._log_sum + term
@@ -614,6 +640,8 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
         record: dict[str, Any] = {"epoch": epoch, "step": self.global_step, "lr": lr}
         for i, k in enumerate(names):
             record[f"train/{k}"] = float(packed[i].item()) / max(total, 1.0)
+        for k, v in self._count_metrics(self.train_counts, reduce=True).items():
+            record[f"train/{k}"] = v
         if not math.isfinite(record.get("train/loss", 0.0)):
             raise FloatingPointError(
                 f"non-finite training loss at epoch {epoch} (step {self.global_step})"
@@ -674,7 +702,7 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
             and self.bad_epochs >= c.early_stopping_patience
         )
         self._epochs_done = epoch + 1
-        self.train_sums, self.train_count = {}, 0
+        self.train_sums, self.train_count, self.train_counts = {}, 0, {}
         if self.stopped_early:
             logger.info(
                 "early stopping after epoch %d: no improvement of %s for %d epochs",

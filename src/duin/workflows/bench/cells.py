@@ -159,7 +159,9 @@ class _Context:
             out = self.shared / f"mae-{content_key({'mae': cfg, 'vqvae': vq.name})}"
             if not _done(out / "data.json"):
                 logger.info("bench: MAE sub-%s seed %d -> %s", self.subject, self.seed, out)
-                pretrain_mae(cfg, out, vq, prepared=self.view, resume=True, quiet=self.quiet)
+                pretrain_mae(
+                    cfg, out, vq, prepared=self.view, resume=True, quiet=self.quiet, force=True
+                )
             self._mae = out
         return self._mae
 
