@@ -22,6 +22,7 @@ from duin.models.duin import (
     transfer_encoder,
 )
 from duin.models.registry import create_model, list_models, load_model, save_model
+from duin.utils.integrity import write_manifest
 
 SMALL = {"n_blocks": 2, "n_times": 500}  # 5 tokens, 2 blocks: fast
 
@@ -338,11 +339,13 @@ def test_load_model_rejects_mismatched_checkpoint(tmp_path: Path) -> None:
     meta = json.loads((path / "config.json").read_text())
     meta["config"]["n_channels"] = 12
     (path / "config.json").write_text(json.dumps(meta))
+    write_manifest(path)  # a consistent checkpoint whose config does not fit its tensors
     with pytest.raises(ValueError, match=r"subject_layer\.weight.*shape"):
         load_model(path)
     meta["config"]["n_channels"] = 10
     meta["config"]["n_blocks"] = 3
     (path / "config.json").write_text(json.dumps(meta))
+    write_manifest(path)
     with pytest.raises(ValueError, match="missing"):
         load_model(path)
     with pytest.raises(FileNotFoundError):

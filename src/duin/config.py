@@ -123,6 +123,10 @@ def load_yaml(path: str | Path) -> Any:
             data = yaml.load(handle, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: YAML nested too deeply") from None
     return {} if data is None else data
 
 
@@ -505,7 +509,13 @@ def load_config(
     else:
         merged = shared
     merged = apply_overrides(merged, overrides)
-    return from_dict(target, merged)
+    try:
+        return from_dict(target, merged)
+    except ConfigError as err:
+        if path is None:
+            raise
+        where = f"{source} with --set overrides" if overrides else source
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def config_to_yaml(config: Any) -> str:
@@ -670,6 +680,11 @@ class TrainerConfig:
         Convert BatchNorm layers to SyncBatchNorm under multi-GPU DDP (as the reference does).
     deterministic : bool
         Use deterministic CUDA kernels (needed for bit-exact resume on GPU; slower).
+    on_nonfinite : {"stop", "skip"}
+        On a NaN/Inf loss or gradient: stop with a one-line error (``checkpoints/last`` stays the
+        last good checkpoint), or skip that optimizer step.
+    max_nonfinite_skips : int
+        Under ``skip``: how many steps a run may skip before it stops anyway.
     """
 
     device: str = "auto"
@@ -689,6 +704,8 @@ class TrainerConfig:
     find_unused_parameters: bool = False
     sync_batchnorm: bool = True
     deterministic: bool = False
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    max_nonfinite_skips: int = 10
 
     @property
     def resolved_precision(self) -> str:
@@ -699,6 +716,10 @@ class TrainerConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
+        _require(
+            self.max_nonfinite_skips >= 0,
+            f"max_nonfinite_skips must be >= 0, got {self.max_nonfinite_skips}",
+        )
         _require(
             re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device) is not None,
             f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}",

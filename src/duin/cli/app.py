@@ -34,6 +34,7 @@ _GROUPS = (models, data, train, demo, bench, stream)
 _HELP_ORDER = (
     "show-config",
     "convert-reference",
+    "verify",
     "simulate",
     "inspect",
     "pretrain-vqvae",

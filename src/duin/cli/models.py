@@ -1,5 +1,5 @@
-"""``duin show-config``, ``duin convert-reference`` and ``duin export``: configurations and model
-files."""
+"""``duin show-config``, ``duin convert-reference``, ``duin export`` and ``duin verify``:
+configurations and model files."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from duin.cli.options import (
 )
 from duin.config import STAGES
 
-__all__ = ["COMMANDS", "convert_reference_cmd", "export_cmd", "show_config_cmd"]
+__all__ = ["COMMANDS", "convert_reference_cmd", "export_cmd", "show_config_cmd", "verify_cmd"]
 
 
 class ReferenceModel(str, enum.Enum):
@@ -103,9 +103,30 @@ def export_cmd(
     )
 
 
+def verify_cmd(
+    path: Annotated[
+        Path, typer.Argument(metavar="RUN_OR_CKPT", help="Run, checkpoint or cache directory.")
+    ],
+) -> None:
+    """Check every file of a run or checkpoint against the SHA-256 recorded when it was written."""
+    from duin.utils.integrity import IntegrityError
+    from duin.workflows.verify import verify_path
+
+    report = verify_path(path)
+    for problem in report.problems:
+        typer.echo(f"FAIL {problem}", err=True)
+    if report.problems:
+        first = report.problems[0]
+        raise IntegrityError(path, f"{len(report.problems)} problem(s); first: {first}")
+    if not report.ok:
+        raise IntegrityError(path, "nothing to verify here (no manifest.json or cache sidecar)")
+    typer.echo(f"ok: {report.n_files} files in {len(report.directories)} directories match")
+
+
 #: Command name -> function.
 COMMANDS = {
     "show-config": show_config_cmd,
     "convert-reference": convert_reference_cmd,
     "export": export_cmd,
+    "verify": verify_cmd,
 }

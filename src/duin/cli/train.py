@@ -29,6 +29,7 @@ from duin.cli.options import (
     with_precision,
 )
 from duin.config import ConfigError
+from duin.utils.lock import run_lock
 
 __all__ = [
     "COMMANDS",
@@ -95,9 +96,10 @@ def pretrain_vqvae_cmd(
 
     cfg = stage_config("vqvae", config, set_, seed, data)
     selection = selection_config(config, set_, seed, data)
-    run = pretrain_vqvae(
-        cfg, out, selection=selection, cache=cache, resume=resume, quiet=apply_quiet(quiet)
-    )
+    with run_lock(out):
+        run = pretrain_vqvae(
+            cfg, out, selection=selection, cache=cache, resume=resume, quiet=apply_quiet(quiet)
+        )
     typer.echo(f"VQ-VAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
 
 
@@ -130,9 +132,10 @@ def pretrain_mae_cmd(
     cfg = stage_config("mae", config, set_, seed, data)
     if not (vqvae / "channels.json").is_file():
         raise FileNotFoundError(f"{vqvae}: not a 'duin pretrain-vqvae' run (no channels.json)")
-    run = pretrain_mae(
-        cfg, out, vqvae, cache=cache, resume=resume, quiet=apply_quiet(quiet), force=force
-    )
+    with run_lock(out):
+        run = pretrain_mae(
+            cfg, out, vqvae, cache=cache, resume=resume, quiet=apply_quiet(quiet), force=force
+        )
     typer.echo(f"MAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
 
 
@@ -188,7 +191,10 @@ def finetune_cmd(
             cfg = stage_config("cls", config, [*items, "variant=scratch"], seed, data)
         else:
             raise ConfigError(f"--variant {variant} needs --init RUN (a pretraining run)")
-    report = finetune(cfg, out, init, variant, cache=cache, resume=resume, quiet=apply_quiet(quiet))
+    with run_lock(out):
+        report = finetune(
+            cfg, out, init, variant, cache=cache, resume=resume, quiet=apply_quiet(quiet)
+        )
     echo_report(report, out)
 
 

@@ -2,7 +2,8 @@
 
 :func:`build_cache` preprocesses each recording once (filters, notch, resampling, re-reference
 via :func:`duin.data.preprocess.preprocess`), keeps the selected channels and stores float32
-``(n_channels, n_times)`` ``.npy`` files plus a JSON sidecar. Files are keyed by a hash of
+``(n_channels, n_times)`` ``.npy`` files plus a JSON sidecar (written last, with the SHA-256 of
+both; a mismatch on reuse is logged and the entry rebuilt). Files are keyed by a hash of
 (source identity, preprocessing fingerprint, channel selection), written to a temporary name
 and renamed, so a second build with the same inputs does no work and an interrupted build never
 leaves a file that looks complete.
@@ -42,6 +43,8 @@ from torch.utils.data import Dataset
 
 from duin.data.recording import Event, Recording
 from duin.data.splits import Trial, Window, recording_key
+from duin.utils.integrity import IntegrityError, file_sha256
+from duin.utils.npy import NpyBlockWriter, release_pages
 
 __all__ = [
     "CacheEntry",
@@ -53,6 +56,7 @@ __all__ = [
     "cache_key",
     "compute_channel_stats",
     "shift_time",
+    "verify_cache",
 ]
 
 log = logging.getLogger(__name__)
@@ -263,9 +267,46 @@ class CacheIndex:
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    from duin.utils.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False))
+
+
+def _meta_digest(meta: Mapping[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != "sha256"}
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _write_sidecar(entry: CacheEntry) -> None:
+    """Write ``<key>.json`` last: the entry plus the SHA-256 of the ``.npy`` and of itself."""
+    meta = entry.to_json()
+    meta["sha256"] = {"npy": file_sha256(entry.path), "meta": _meta_digest(meta)}
+    _atomic_json(entry.path.with_suffix(".json"), meta)
+
+
+def _read_verified_entry(npy: Path, meta_path: Path) -> CacheEntry:
+    """A cached entry whose sidecar and ``.npy`` match their recorded SHA-256.
+
+    Raises
+    ------
+    IntegrityError
+        The sidecar is unreadable, lacks hashes, or a file's content changed.
+    """
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        digests = meta["sha256"]
+        expected_meta, expected_npy = str(digests["meta"]), str(digests["npy"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise IntegrityError(meta_path, f"unreadable cache sidecar ({err!r})") from None
+    if _meta_digest(meta) != expected_meta:
+        raise IntegrityError(meta_path, "cache sidecar content does not match its sha256")
+    if file_sha256(npy) != expected_npy:
+        raise IntegrityError(npy, "cached signals do not match the sha256 in their sidecar")
+    try:
+        return CacheEntry.from_json(npy, meta)
+    except (KeyError, TypeError, ValueError) as err:
+        raise IntegrityError(meta_path, f"malformed cache sidecar ({err!r})") from None
 
 
 def _channels_for(
@@ -325,10 +366,13 @@ def build_cache(
         key = cache_key(rec, preprocess_config, selection)
         npy, meta_path = root / f"{key}.npy", root / f"{key}.json"
         if npy.is_file() and meta_path.is_file():
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            entries.append(CacheEntry.from_json(npy, meta))
-            n_reused += 1
-            continue
+            try:
+                entries.append(_read_verified_entry(npy, meta_path))
+                n_reused += 1
+                continue
+            except IntegrityError as err:
+                log.warning("cache entry fails its integrity check, rebuilding it: %s", err)
+                meta_path.unlink(missing_ok=True)
         entries.append(_build_entry(rec, rkey, key, root, preprocess_config, selection))
         n_built += 1
     return CacheIndex(root=root, entries=entries, n_built=n_built, n_reused=n_reused)
@@ -377,31 +421,22 @@ def _build_entry(
             rec = None  # type: ignore[assignment]
             os.replace(scratch, entry.path)
             scratch = None
-            _atomic_json(root / f"{key}.json", entry.to_json())
+            _write_sidecar(entry)
             return entry
-        handle, name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp.npy", dir=root)
-        os.close(handle)
-        tmp = Path(name)
-        try:
-            out = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.float32, shape=(len(rows), rec.n_times)
-            )
-            contiguous = rows == list(range(rec.n_channels))
-            for start in range(0, rec.n_times, _COPY_BLOCK):
-                stop = min(start + _COPY_BLOCK, rec.n_times)
-                block = rec.signals[:, start:stop] if contiguous else rec.signals[rows, start:stop]
-                out[:, start:stop] = block
-                del block  # one block alive at a time: memory does not depend on the length
-            out.flush()
-            del out
-            os.replace(tmp, entry.path)
-            tmp = None
-            # the sidecar is written last: a .npy without its .json is rebuilt next time
-            _atomic_json(root / f"{key}.json", entry.to_json())
-            return entry
-        finally:
-            if tmp is not None:
-                tmp.unlink(missing_ok=True)
+        # Plain-I/O block writes (temp file + rename), not a writable memmap whose touched
+        # pages would stay resident: memory does not depend on the recording's length.
+        out = NpyBlockWriter(entry.path, (len(rows), rec.n_times))
+        contiguous = rows == list(range(rec.n_channels))
+        for start in range(0, rec.n_times, _COPY_BLOCK):
+            stop = min(start + _COPY_BLOCK, rec.n_times)
+            block = rec.signals[:, start:stop] if contiguous else rec.signals[rows, start:stop]
+            out[:, start:stop] = block
+            del block  # one block alive at a time
+            release_pages(rec.signals)
+        out.finish()
+        # the sidecar is written last: a .npy without its .json is rebuilt next time
+        _write_sidecar(entry)
+        return entry
     finally:
         if scratch is not None:
             rec = None  # type: ignore[assignment]  # drop the memmap before unlinking
@@ -755,3 +790,30 @@ class PretrainDataset(_CacheDataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         entry = self._spans[i][0]
         return self._sample(entry, self.crop_start(i), self.crop_len, None)
+
+
+def verify_cache(cache_dir: str | os.PathLike[str]) -> int:
+    """Check every entry of a cache directory against the SHA-256 in its sidecar.
+
+    Parameters
+    ----------
+    cache_dir : path
+        A :func:`build_cache` directory.
+
+    Returns
+    -------
+    int
+        Number of entries verified.
+
+    Raises
+    ------
+    IntegrityError
+        The first entry whose sidecar or signals do not match (naming the file).
+    """
+    n = 0
+    for npy in sorted(Path(cache_dir).glob("[!.]*.npy")):
+        meta_path = npy.with_suffix(".json")
+        if meta_path.is_file():
+            _read_verified_entry(npy, meta_path)
+            n += 1
+    return n

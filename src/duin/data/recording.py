@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from duin.utils.npy import release_pages
+
 __all__ = ["Event", "Recording", "RecordingError"]
 
 # Finite-value checks read the signals in blocks of this many samples so a memory-mapped
@@ -169,7 +171,9 @@ class Recording:
         if check_finite:
             for start in range(0, n_times, _CHECK_BLOCK):
                 block = self.signals[:, start : start + _CHECK_BLOCK]
-                if not np.isfinite(block).all():
+                finite = bool(np.isfinite(block).all())
+                release_pages(self.signals)  # RSS must not grow with a memory-mapped file
+                if not finite:
                     bad_rows = np.flatnonzero(~np.isfinite(block).all(axis=1))
                     first = bad_rows[0]
                     col = start + int(np.flatnonzero(~np.isfinite(block[first]))[0])

@@ -4,8 +4,9 @@ A checkpoint is a directory with ``model.safetensors`` (the state dict) and ``co
 
     {"name": "duin_cls", "config": {...}, "duin_version": "0.1.0"}
 
-``save_model`` writes into a temporary sibling directory and renames it into place, so a
-checkpoint directory is either complete or absent.
+plus ``manifest.json`` (SHA-256 of each file, written last; :mod:`duin.utils.integrity`), which
+``load_model`` verifies. ``save_model`` writes into a temporary sibling directory and renames it
+into place, so a checkpoint directory is either complete or absent.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from torch import nn
 
 from duin._version import __version__
 from duin.models.duin import DuINClassifier, DuINMAE, DuINVQVAE
+from duin.utils.integrity import verify_manifest, write_manifest
+from duin.utils.io import named_write_error
 
 __all__ = [
     "CONFIG_FILE",
@@ -146,13 +149,17 @@ def save_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
     name = _model_name(model)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     meta = {"name": name, "config": model.config.to_dict(), "duin_version": __version__}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    except OSError as err:
+        raise named_write_error(err, path) from err
     try:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"name": name})
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_manifest(tmp)
         if path.exists():
             old = path.parent / f".{path.name}.old-{os.getpid()}"
             os.replace(path, old)
@@ -160,8 +167,10 @@ def save_model(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise named_write_error(err, path) from err
         raise
     return path
 
@@ -187,6 +196,8 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
         If a file is missing.
     ValueError
         If the config is malformed or a tensor's shape or name does not match the config.
+    duin.utils.integrity.IntegrityError
+        If a file differs from the SHA-256 recorded in the checkpoint's ``manifest.json``.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -196,6 +207,7 @@ def load_model(path: str | os.PathLike[str], map_location: str | torch.device = 
     for file in (config_path, weights_path):
         if not file.is_file():
             raise FileNotFoundError(f"checkpoint file not found: {file}")
+    verify_manifest(path)
     try:
         meta = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:

@@ -309,6 +309,9 @@ def load_weights(model: nn.Module, directory: Path) -> None:
     """
     from safetensors.torch import load_file
 
+    from duin.utils.integrity import verify_manifest
+
+    verify_manifest(directory)
     state = load_file(str(Path(directory) / "model.safetensors"), device="cpu")
     load_state_checked(model, state, source=str(directory))
 

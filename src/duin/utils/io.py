@@ -3,12 +3,14 @@
 Everything duin writes that a later step trusts (configs, checkpoints, reports) goes through
 these helpers: data lands in a temporary sibling first and is renamed into place, so a process
 killed at any point leaves either the old complete file or the new complete file, never a
-half-written one.
+half-written one. A failed write (full disk, read-only or forbidden folder) removes its
+temporary and raises an ``OSError`` of the same errno whose message names the destination.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -23,12 +25,48 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "fsync_dir",
+    "named_write_error",
     "recover_dir",
     "replace_dir",
 ]
 
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
+
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "no permission to write there",
+    errno.EPERM: "no permission to write there",
+}
+
+
+def named_write_error(err: OSError, path: str | os.PathLike) -> OSError:
+    """An ``OSError`` like ``err`` (same class and errno) whose message names ``path``.
+
+    Parameters
+    ----------
+    err : OSError
+        The low-level failure (often naming a temporary file, or nothing).
+    path : path-like
+        The file or directory the caller was writing.
+
+    Returns
+    -------
+    OSError
+        ``err`` itself when it already names ``path``, else a new one to raise ``from err``.
+    """
+    if getattr(err, "duin_path", None) is not None:
+        return err
+    reason = _HINTS.get(err.errno or -1, err.strerror or str(err))
+    new = type(err)(
+        err.errno,
+        f"cannot write {path}: {reason} ({err.strerror or err}); nothing partial was left",
+    )
+    new.duin_path = str(path)  # type: ignore[attr-defined]
+    return new
 
 
 def fsync_dir(path: str | os.PathLike) -> None:
@@ -67,17 +105,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         The destination path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX + path.name + ".", dir=path.parent)
+    except OSError as err:
+        raise named_write_error(err, path) from err
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise named_write_error(err, path) from err
         raise
     fsync_dir(path.parent)
     return path
@@ -203,8 +246,11 @@ def atomic_dir(dst: str | os.PathLike) -> Iterator[Path]:
         The temporary directory to write into.
     """
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{dst.name}-", dir=dst.parent))
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{dst.name}-", dir=dst.parent))
+    except OSError as err:
+        raise named_write_error(err, dst) from err
     try:
         yield tmp
         for child in tmp.rglob("*"):
@@ -212,6 +258,8 @@ def atomic_dir(dst: str | os.PathLike) -> Iterator[Path]:
                 with open(child, "rb") as handle:
                     os.fsync(handle.fileno())
         replace_dir(tmp, dst)
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise named_write_error(err, dst) from err
         raise

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from duin.config import config_to_yaml
 from duin.training.stages import write_json
+from duin.utils.integrity import add_to_manifest, verify_manifest
 from duin.utils.io import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,13 +46,15 @@ def write_channels(
         out / CHANNELS_FILE,
         {"channels": {s: list(v) for s, v in chosen.items()}, "method": method, "seed": seed},
     )
+    add_to_manifest(out, [CHANNELS_FILE])  # later stages trust it: record its SHA-256
 
 
 def read_channels(run: Path) -> dict[str, list[str]]:
-    """Read ``run/channels.json`` (subject -> channel names, in input order)."""
+    """Read ``run/channels.json`` (subject -> channel names, in input order), integrity-checked."""
     path = Path(run) / CHANNELS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not found; is {run} a duin pretraining run directory?")
+    verify_manifest(run)
     return {str(k): list(v) for k, v in json.loads(path.read_text())["channels"].items()}
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "find_bids_runs",
     "read_bids",
     "read_bids_run",
+    "read_channel_sidecars",
     "read_events_tsv",
     "read_tsv",
 ]
@@ -81,8 +82,11 @@ def read_tsv(path: str | PathLike[str]) -> tuple[list[str], list[dict[str, str]]
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    with path.open(encoding="utf-8-sig", newline="") as handle:
-        lines = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            lines = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise RecordingError(f"{path}: not a UTF-8 tab-separated file ({err})") from None
     lines = [line for line in lines if line]
     if not lines:
         raise RecordingError(f"{path}: empty TSV file (no header)")
@@ -236,8 +240,13 @@ def _coord_scale(
     electrodes: Path, coordsystem: Path | None, values: np.ndarray
 ) -> tuple[float, str]:
     if coordsystem is not None:
-        with coordsystem.open(encoding="utf-8-sig") as handle:
-            meta = json.load(handle)
+        try:
+            with coordsystem.open(encoding="utf-8-sig") as handle:
+                meta = json.load(handle)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+            raise RecordingError(f"{coordsystem}: not valid UTF-8 JSON ({err})") from None
+        if not isinstance(meta, dict):
+            raise RecordingError(f"{coordsystem}: expected a JSON object")
         unit = str(meta.get("iEEGCoordinateUnits", meta.get("EEGCoordinateUnits", "n/a")))
         if unit in _COORD_UNITS:
             return _COORD_UNITS[unit], unit
@@ -249,6 +258,83 @@ def _coord_scale(
     finite = values[np.isfinite(values)]
     unit = "mm" if finite.size and np.abs(finite).max() > 1.0 else "m"
     return _COORD_UNITS[unit], unit + " (guessed)"
+
+
+def read_channel_sidecars(
+    fpath: Path,
+    names: Sequence[str],
+    subject: str,
+    session: str | None = None,
+    space: str | None = None,
+    region_column: str | None = "auto",
+    coords: bool = True,
+) -> tuple[list[str] | None, np.ndarray | None, str | None]:
+    """Regions and coordinates of ``names`` from a run's ``channels.tsv`` / ``electrodes.tsv``.
+
+    Parameters
+    ----------
+    fpath : pathlib.Path
+        The run's data file (sidecars are found beside it by BIDS naming).
+    names : sequence of str
+        Channel names of the recording, in order.
+    subject, session, space : str or None
+        BIDS entities used to find ``electrodes.tsv`` (and its ``coordsystem.json``).
+    region_column : str or None
+        Column with regions (``"auto"``: the first of :data:`REGION_COLUMNS`), None for none.
+    coords : bool
+        Read ``x``/``y``/``z`` (scaled to metres by ``coordsystem.json``'s units).
+
+    Returns
+    -------
+    ch_regions : list of str or None
+        Region per channel (``"n/a"`` where unknown); None when nothing is known.
+    ch_coords : numpy.ndarray or None
+        float64 ``(n_channels, 3)`` metres (NaN rows where unknown).
+    coord_unit : str or None
+        The unit the file used.
+
+    Raises
+    ------
+    RecordingError
+        A malformed sidecar (naming the file, row and column).
+    """
+    # Regions: channels.tsv first, then electrodes.tsv.
+    regions: dict[str, str] = {}
+    channels_path = fpath.with_name(fpath.name.rsplit("_", 1)[0] + "_channels.tsv")
+    if channels_path.is_file():
+        header, rows = read_tsv(channels_path)
+        column = _region_column(header, region_column)
+        if column:
+            regions = {row["name"]: row[column] for row in rows if "name" in row}
+
+    ch_coords = None
+    found = _electrodes(fpath, subject, session, space)
+    coord_unit = None
+    if found is not None:
+        electrodes_path, coordsystem_path = found
+        header, rows = read_tsv(electrodes_path)
+        if "name" not in header:
+            raise RecordingError(f"{electrodes_path}: no 'name' column")
+        by_name = {row["name"]: row for row in rows}
+        if not regions:
+            column = _region_column(header, region_column)
+            if column:
+                regions = {name: row[column] for name, row in by_name.items()}
+        if coords and {"x", "y", "z"} <= set(header):
+            xyz = np.full((len(names), 3), np.nan)
+            for i, name in enumerate(names):
+                row = by_name.get(name)
+                if row is not None:
+                    xyz[i] = [
+                        _float(row[c], electrodes_path, i + 2, c, allow_na=True) for c in "xyz"
+                    ]
+            if np.isfinite(xyz).any():
+                scale, coord_unit = _coord_scale(electrodes_path, coordsystem_path, xyz)
+                ch_coords = xyz * scale
+    ch_regions = [regions.get(name, "n/a") for name in names] if regions else None
+    if ch_regions is not None and all(r in _NA for r in ch_regions):
+        ch_regions = None
+    return ch_regions, ch_coords, coord_unit
 
 
 def _read_one(
@@ -295,42 +381,9 @@ def _read_one(
         ]
         check_labels([ev.label for ev in events], vocabulary, f"{events_source} labels")
 
-    # Regions: channels.tsv first, then electrodes.tsv.
-    regions: dict[str, str] = {}
-    channels_path = fpath.with_name(fpath.name.rsplit("_", 1)[0] + "_channels.tsv")
-    if channels_path.is_file():
-        header, rows = read_tsv(channels_path)
-        column = _region_column(header, region_column)
-        if column:
-            regions = {row["name"]: row[column] for row in rows if "name" in row}
-
-    ch_coords = None
-    found = _electrodes(fpath, bids_path.subject, bids_path.session, space)
-    coord_unit = None
-    if found is not None:
-        electrodes_path, coordsystem_path = found
-        header, rows = read_tsv(electrodes_path)
-        if "name" not in header:
-            raise RecordingError(f"{electrodes_path}: no 'name' column")
-        by_name = {row["name"]: row for row in rows}
-        if not regions:
-            column = _region_column(header, region_column)
-            if column:
-                regions = {name: row[column] for name, row in by_name.items()}
-        if coords and {"x", "y", "z"} <= set(header):
-            xyz = np.full((len(names), 3), np.nan)
-            for i, name in enumerate(names):
-                row = by_name.get(name)
-                if row is not None:
-                    xyz[i] = [
-                        _float(row[c], electrodes_path, i + 2, c, allow_na=True) for c in "xyz"
-                    ]
-            if np.isfinite(xyz).any():
-                scale, coord_unit = _coord_scale(electrodes_path, coordsystem_path, xyz)
-                ch_coords = xyz * scale
-    ch_regions = [regions.get(name, "n/a") for name in names] if regions else None
-    if ch_regions is not None and all(r in _NA for r in ch_regions):
-        ch_regions = None
+    ch_regions, ch_coords, coord_unit = read_channel_sidecars(
+        fpath, names, bids_path.subject, bids_path.session, space, region_column, coords
+    )
 
     return rec.replace(
         events=events,

@@ -1,5 +1,8 @@
-"""Whole recordings and corpora in memory (or streamed to memmaps): :func:`simulate` and
+"""Whole recordings and corpora in memory (or streamed to ``.npy`` files): :func:`simulate` and
 :func:`simulate_rest`.
+
+Files are written block by block with plain file I/O (:class:`duin.utils.npy.NpyBlockWriter`),
+not through a writable memory map, so peak memory does not grow with the recording's length.
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ from duin.data.simulate.config import _TRIAL_S, SimulatedCorpus, SimulatedSubjec
 from duin.data.simulate.oracle import oracle_accuracy
 from duin.data.simulate.signal import _RecordingGenerator, _render, _spontaneous, _task_design
 from duin.data.simulate.subject import _rng, _SubjectModel, _vocabulary
+from duin.utils.npy import NpyBlockWriter
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------- public
-def _allocate(shape: tuple[int, int], path: Path | None) -> np.ndarray:
+def _render_to(gen: _RecordingGenerator, shape: tuple[int, int], path: Path | None) -> np.ndarray:
+    """Render a recording in memory, or to ``path`` (returning a read-only memory map of it)."""
     if path is None:
-        return np.empty(shape, dtype=np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+        out = np.empty(shape, dtype=np.float32)
+        _render(gen, out)
+        return out
+    writer = NpyBlockWriter(path, shape)
+    _render(gen, writer)  # type: ignore[arg-type]
+    return writer.finish()
 
 
 def _make_recording(
@@ -66,7 +74,7 @@ def simulate_rest(
     """Stream one non-task recording of one simulated subject (bounded memory).
 
     The same generator as :func:`simulate` uses for its pretraining recordings; with
-    ``out_path`` the signals go block by block into a float32 ``.npy`` memmap (written under a
+    ``out_path`` the signals go block by block into a float32 ``.npy`` file (written under a
     temporary name, then renamed), so hours of data need only a few MB of RAM.
 
     Parameters
@@ -94,24 +102,8 @@ def simulate_rest(
         raise ValueError(f"simulate_rest: seconds must be positive, got {seconds}")
     utt = _spontaneous(model, _rng(config.seed, subject_index, 2, run - 1), n_times)
     gen = _RecordingGenerator(model, 100 + run - 1, n_times, utt)
-    if out_path is None:
-        out = np.empty((model.n_channels, n_times), dtype=np.float32)
-        _render(gen, out)
-    else:
-        path = Path(out_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npy")
-        try:
-            out = np.lib.format.open_memmap(
-                tmp, mode="w+", dtype=np.float32, shape=(model.n_channels, n_times)
-            )
-            _render(gen, out)
-            out.flush()
-            del out
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        out = np.load(path, mmap_mode="r")
+    path = None if out_path is None else Path(out_path)
+    out = _render_to(gen, (model.n_channels, n_times), path)
     return _make_recording(model, out, [], "rest", str(run), config)
 
 
@@ -170,8 +162,8 @@ def simulate(
                 if root is None
                 else root / f"sub-{model.subject}" / f"wordreading_run-{r + 1}.npy"
             )
-            out = _allocate((model.n_channels, n_times), path)
-            _render(_RecordingGenerator(model, r, n_times, utterances), out)
+            gen = _RecordingGenerator(model, r, n_times, utterances)
+            out = _render_to(gen, (model.n_channels, n_times), path)
             events = [Event(t, _TRIAL_S, vocabulary[w]) for t, w in trials]
             task_runs.append(_make_recording(model, out, events, "wordreading", str(r + 1), config))
             if progress:
@@ -188,8 +180,8 @@ def simulate(
             rec_id = 100 + k
             utt = _spontaneous(model, _rng(config.seed, s, 2, k), n_times)
             path = None if root is None else root / f"sub-{model.subject}" / f"rest_run-{k + 1}.npy"
-            out = _allocate((model.n_channels, n_times), path)
-            _render(_RecordingGenerator(model, rec_id, n_times, utt), out)
+            gen = _RecordingGenerator(model, rec_id, n_times, utt)
+            out = _render_to(gen, (model.n_channels, n_times), path)
             pretrain.append(_make_recording(model, out, [], "rest", str(k + 1), config))
             k += 1
         acc = float(oracle_accuracy(model))

@@ -17,6 +17,7 @@ from duin.data.recording import Event, Recording
 from duin.data.simulate.config import SimulationConfig
 from duin.data.simulate.corpus import simulate
 from duin.data.simulate.oracle import band_power_baseline
+from duin.utils.io import named_write_error
 
 
 def simulate_to_disk(
@@ -63,8 +64,11 @@ def simulate_to_disk(
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out}: already exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.sim-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}.sim-", dir=out.parent))
+    except OSError as err:
+        raise named_write_error(err, out) from err
     try:
         raw_dir = out / "raw" if format == "npz" else scratch / "raw"
         corpus = simulate(config, out_dir=raw_dir)

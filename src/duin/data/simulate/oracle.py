@@ -28,6 +28,9 @@ def _oracle_features(lf: np.ndarray, hg_power: np.ndarray, sfreq: float) -> np.n
     return np.concatenate([lf_feat, np.log(hg)], axis=-1)
 
 
+_FEATURE_CHUNK = 32  # trials filtered at once by _observed_features
+
+
 def _line_notches(sfreq: float, line_freq: float | None, band: tuple[float, float]) -> np.ndarray:
     """Notch sections ``(n, 6)`` for the mains harmonics inside ``band`` (none: empty)."""
     if not line_freq:
@@ -43,12 +46,18 @@ def _observed_features(epochs: np.ndarray, sfreq: float, line_freq: float | None
 
     Mains harmonics inside the high-gamma band are notched first: the line noise is far above
     the background's high-gamma power, and any decoder (the paper's preprocessing too) removes it.
+    Trials are filtered in chunks (each trial independently), so the filter outputs never exist
+    for all trials at once: peak memory does not grow with the number of trials.
     """
     lf_sos = sps.butter(4, 12.0, fs=sfreq, output="sos")
-    lf = sps.sosfiltfilt(lf_sos, epochs, axis=-1)
     hg_sos = np.concatenate([_line_notches(sfreq, line_freq, _HG_BAND), _hg_sos(sfreq)])
-    hg = sps.sosfiltfilt(hg_sos, epochs, axis=-1)
-    return _oracle_features(lf, hg**2, sfreq)
+    chunks = []
+    for start in range(0, len(epochs), _FEATURE_CHUNK):
+        part = epochs[start : start + _FEATURE_CHUNK]
+        lf = sps.sosfiltfilt(lf_sos, part, axis=-1)
+        hg = sps.sosfiltfilt(hg_sos, part, axis=-1)
+        chunks.append(_oracle_features(lf, hg**2, sfreq))
+    return np.concatenate(chunks)
 
 
 def _restricted(model: _SubjectModel, shafts: Sequence[int]) -> _SubjectModel:

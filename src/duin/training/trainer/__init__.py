@@ -36,7 +36,8 @@ Run directory layout::
 Modules: :mod:`~duin.training.trainer.hooks` (types, result, pluggable defaults),
 :mod:`~duin.training.trainer.batching` (batch order and device helpers),
 :mod:`~duin.training.trainer.checkpointing` (run directory, checkpoints, resume state),
-:mod:`~duin.training.trainer.logs` (metrics.jsonl, TensorBoard, train.log) and
+:mod:`~duin.training.trainer.logs` (metrics.jsonl, TensorBoard, train.log),
+:mod:`~duin.training.trainer.nonfinite` (NaN/Inf losses: stop or skip) and
 :mod:`~duin.training.trainer.loop` (:class:`Trainer`).
 """
 

@@ -16,6 +16,7 @@ from duin.training import distributed as ddp_utils
 from duin.training.trainer.batching import _flatten
 from duin.training.trainer.hooks import _OPTIM_FILE, _STATE_FILE, _STATE_VERSION
 from duin.utils.env import env_info
+from duin.utils.integrity import verify_manifest, write_manifest
 from duin.utils.io import atomic_dir, atomic_write_json, atomic_write_text, recover_dir
 from duin.utils.seeding import get_rng_state, set_rng_state
 
@@ -65,6 +66,7 @@ class _RunDirMixin:
                     atomic_write_text(self.run_dir / "config.yaml", config_to_yaml(self.config))
             ddp_utils.barrier()
             return None
+        verify_manifest(last)
         state = json.loads((last / _STATE_FILE).read_text())
         if state.get("version") != _STATE_VERSION:
             raise ValueError(f"{last / _STATE_FILE}: unsupported trainer state version")
@@ -122,6 +124,7 @@ class _RunDirMixin:
                 "best_metric": self.best_metric,
                 "best_epoch": self.best_epoch,
                 "epochs_without_improvement": self.bad_epochs,
+                "nonfinite_skips": self.nonfinite_skips,
                 "metrics_offset": metrics_file.stat().st_size if metrics_file.exists() else 0,
                 "seed": self.seed,
                 "world_size": self.dist.world_size,
@@ -137,6 +140,7 @@ class _RunDirMixin:
                     tmp / _OPTIM_FILE,
                 )
                 (tmp / _STATE_FILE).write_text(json.dumps(state, indent=1) + "\n")
+                write_manifest(tmp)  # last: covers weights, optimizer and trainer state
         ddp_utils.barrier()
 
     def _save_weights(self, name: str, info: dict[str, Any]) -> None:
@@ -145,6 +149,7 @@ class _RunDirMixin:
         with atomic_dir(self.ckpt_dir / name) as tmp:
             self.save_model_fn(self.raw_model, tmp)
             (tmp / f"{name.split('-')[0]}.json").write_text(json.dumps(info, indent=2) + "\n")
+            write_manifest(tmp)
 
     def _prune_snapshots(self) -> None:
         if not self.dist.is_main or self.cfg.keep_last is None:
@@ -181,6 +186,7 @@ class _RunDirMixin:
         self.best_metric = state["best_metric"]
         self.best_epoch = state["best_epoch"]
         self.bad_epochs = int(state["epochs_without_improvement"])
+        self.nonfinite_skips = int(state.get("nonfinite_skips", 0))
         mine = state["ranks"][self.dist.rank]
         self.train_sums = {
             k: torch.tensor(v, dtype=torch.float64, device=self.device)

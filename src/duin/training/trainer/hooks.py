@@ -178,6 +178,9 @@ def default_load_weights(model: nn.Module, directory: Path) -> None:
     """
     from safetensors.torch import load_model
 
+    from duin.utils.integrity import verify_manifest
+
+    verify_manifest(directory)
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
     load_model(model, str(directory / _WEIGHTS_FILE), strict=True, device=str(device))

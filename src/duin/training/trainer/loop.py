@@ -52,12 +52,14 @@ from duin.training.trainer.hooks import (
     default_save_model,
 )
 from duin.training.trainer.logs import _LogsMixin
+from duin.training.trainer.nonfinite import _NonFiniteMixin, nonfinite_terms
+from duin.utils.lock import run_lock
 from duin.utils.seeding import derive_seed, seed_everything
 
 logger = logging.getLogger(__name__)
 
 
-class Trainer(_RunDirMixin, _LogsMixin):
+class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
     """Train a model with validation, selection, logging, checkpoints and exact resume.
 
     Parameters
@@ -423,8 +425,15 @@ class Trainer(_RunDirMixin, _LogsMixin):
             After SIGINT/SIGTERM, once a resumable checkpoint is written.
         FileExistsError
             ``run_dir`` already holds a run and ``resume`` is False.
+        duin.utils.lock.RunLockedError
+            Another live process is training in ``run_dir`` (its ``duin.lock``).
         """
         self._setup()
+        lock = run_lock(self.run_dir) if self.dist.is_main else contextlib.nullcontext()
+        with lock:
+            return self._fit()
+
+    def _fit(self) -> TrainResult:
         self._flag_device = self.device if self.device.type == "cuda" else torch.device("cpu")
         self.global_step = 0
         self.finished = False
@@ -432,6 +441,7 @@ class Trainer(_RunDirMixin, _LogsMixin):
         self.best_metric: float | None = None
         self.best_epoch: int | None = None
         self.bad_epochs = 0
+        self.nonfinite_skips = 0
         self.train_sums: dict[str, torch.Tensor] = {}
         self.train_counts: dict[str, torch.Tensor] = {}
         self.train_count = 0
@@ -511,6 +521,8 @@ class Trainer(_RunDirMixin, _LogsMixin):
                 group_start = (micro // accum) * accum
                 group_size = min(accum, self.n_micro - group_start)
                 last_in_group = micro + 1 == group_start + group_size
+                if micro == group_start:
+                    group_bad: list[str] = []
                 batch = _to_device(batch, self.device, non_blocking=True)
                 n = _batch_size(batch)
                 sync = (
@@ -528,15 +540,18 @@ class Trainer(_RunDirMixin, _LogsMixin):
                         )
                     loss = out["loss"]
                     self.scaler.scale(loss.float() / group_size).backward()
-                for k, v in _scalar_outputs(out).items():
-                    prev = self.train_sums.get(k)
-                    term = v.double() * n
-                    self.train_sums[k] = term if prev is None else prev + term
-                _add_counts(self.train_counts, _count_outputs(out))
-                self.train_count += n
-                term = loss.detach().double() * n
-                self._log_sum = term if self._log_sum is None else self._log_sum + term
-                self._log_n += n
+                bad_terms = nonfinite_terms(out, loss)
+                group_bad = group_bad or bad_terms
+                if not bad_terms:  # a skipped group's NaN must not poison the epoch statistics
+                    for k, v in _scalar_outputs(out).items():
+                        prev = self.train_sums.get(k)
+                        term = v.double() * n
+                        self.train_sums[k] = term if prev is None else prev + term
+                    _add_counts(self.train_counts, _count_outputs(out))
+                    self.train_count += n
+                    term = loss.detach().double() * n
+                    self._log_sum = term if self._log_sum is None else self._log_sum + term
+                    self._log_n += n
                 if progress is not None:
                     progress.update(1)
                 if not last_in_group:
@@ -548,6 +563,8 @@ class Trainer(_RunDirMixin, _LogsMixin):
                 if o.grad_clip is not None:
                     self.scaler.unscale_(self.optimizer)
                     grad_norm = nn.utils.clip_grad_norm_(self.raw_model.parameters(), o.grad_clip)
+                if self._skip_nonfinite_step(group_bad, grad_norm, epoch):
+                    continue
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
