@@ -433,23 +433,15 @@ def code_counts(codes: torch.Tensor, n_codes: int) -> torch.Tensor:
     return torch.bincount(codes.reshape(-1), minlength=n_codes)
 
 
-def _vqvae_forward(n_codes: int):
-    """VQ-VAE ``forward_fn``: the model outputs plus the batch's code histogram."""
+def _forward_counting(codes_key: str, n_codes: int):
+    """``forward_fn`` adding the histogram of ``out[codes_key]`` as ``counts/codes``.
+
+    The VQ-VAE counts its own ``codes``, the MAE the ``targets`` of its frozen tokenizer.
+    """
 
     def forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
         out = dict(model(**batch))
-        out["counts/codes"] = code_counts(out["codes"], n_codes)
-        return out
-
-    return forward
-
-
-def _mae_forward(n_codes: int):
-    """MAE ``forward_fn``: the model outputs plus the histogram of its (frozen) targets."""
-
-    def forward(model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
-        out = dict(model(**batch))
-        out["counts/codes"] = code_counts(out["targets"], n_codes)
+        out["counts/codes"] = code_counts(out[codes_key], n_codes)
         return out
 
     return forward
@@ -537,7 +529,7 @@ def train_vqvae(
         run_dir,
         resume=resume,
         quiet=quiet,
-        forward_fn=_vqvae_forward(model_cfg.quantizer.n_codes),
+        forward_fn=_forward_counting("codes", model_cfg.quantizer.n_codes),
         count_metrics_fn=codex_count_metrics,
     )
 
@@ -596,7 +588,7 @@ def train_mae(
         resume=resume,
         quiet=quiet,
         evaluate_fn=mae_evaluate_fn,
-        forward_fn=_mae_forward(model_cfg.n_codes),
+        forward_fn=_forward_counting("targets", model_cfg.n_codes),
         count_metrics_fn=codex_count_metrics,
     )
 
