@@ -7,7 +7,6 @@ no pretraining) and ``OUT/timings.json``.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from duin.workflows.evaluate import format_table
 from duin.workflows.finetune import finetune
 from duin.workflows.prepare import prepare_data
 from duin.workflows.pretrain import pretrain_mae, pretrain_vqvae
-from duin.workflows.rundir import CHANNELS_FILE
+from duin.workflows.rundir import read_channels, write_channels
 
 __all__ = ["run_demo"]
 
@@ -83,7 +82,12 @@ def run_demo(
     t = time.perf_counter()
     # Same channels as the pretrained path (finetune keeps a channel choice found in its run dir).
     (out / "cls-scratch").mkdir()
-    shutil.copyfile(out / "cls" / CHANNELS_FILE, out / "cls-scratch" / CHANNELS_FILE)
+    write_channels(
+        out / "cls-scratch",
+        read_channels(out / "cls"),
+        method=f"from {out / 'cls'} (the pretrained path's channels)",
+        seed=None,
+    )
     scratch = finetune(
         cfgs["cls"], out / "cls-scratch", None, "scratch", prepared=prepared, quiet=quiet
     )  # type: ignore[arg-type]
