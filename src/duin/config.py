@@ -677,7 +677,9 @@ class TrainerConfig:
     find_unused_parameters : bool
         Passed to DistributedDataParallel.
     sync_batchnorm : bool
-        Convert BatchNorm layers to SyncBatchNorm under multi-GPU DDP (as the reference does).
+        Under DDP, normalise BatchNorm layers with the statistics of the global batch (torch's
+        SyncBatchNorm on CUDA, as the reference does; an all-reduce version on CPU/gloo), so N
+        processes train the same model as one process on the same global batch.
     deterministic : bool
         Use deterministic CUDA kernels (needed for bit-exact resume on GPU; slower).
     on_nonfinite : {"stop", "skip"}

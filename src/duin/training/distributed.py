@@ -4,11 +4,20 @@ The trainer works unchanged in one process; under ``torchrun`` (environment vari
 ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``) it joins the process
 group (gloo on CPU, nccl on CUDA). A group initialised by the caller beforehand (e.g. with a
 ``FileStore``) is used as is.
+
+The stage commands join the group before any work (:func:`init_for_device`), so the workflows
+around the trainer can let rank 0 alone write run files (:func:`is_main`) and run shared
+preparation once (:func:`main_first`: rank 0 fills the preprocessing cache, the others wait and
+then read it). Collectives time out after ``DUIN_DIST_TIMEOUT_S`` seconds (default 7200: rank 0
+may preprocess a large dataset while the others wait at a barrier).
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +33,14 @@ __all__ = [
     "broadcast_object",
     "dist_info",
     "init_distributed",
+    "init_for_device",
+    "is_main",
+    "main_first",
 ]
+
+#: Environment variable: seconds a collective (e.g. a barrier) waits for the other ranks.
+TIMEOUT_ENV = "DUIN_DIST_TIMEOUT_S"
+_DEFAULT_TIMEOUT_S = 7200.0
 
 
 @dataclass(frozen=True)
@@ -91,8 +107,68 @@ def init_distributed(device_type: str) -> DistInfo:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend, init_method="env://")
+    dist.init_process_group(backend=backend, init_method="env://", timeout=_timeout())
     return dist_info()
+
+
+def _timeout() -> datetime.timedelta:
+    raw = os.environ.get(TIMEOUT_ENV, "")
+    try:
+        seconds = float(raw) if raw else _DEFAULT_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: expected a number of seconds") from None
+    if seconds <= 0:
+        raise ValueError(f"{TIMEOUT_ENV}={raw!r}: must be > 0")
+    return datetime.timedelta(seconds=seconds)
+
+
+def init_for_device(device: str) -> DistInfo:
+    """Join the ``torchrun`` process group for a configured ``trainer.device``, if any.
+
+    Parameters
+    ----------
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (``auto`` means CUDA when available), as in
+        :class:`duin.config.TrainerConfig`.
+
+    Returns
+    -------
+    DistInfo
+        The placement (single process outside ``torchrun``).
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return init_distributed("cuda" if device.startswith("cuda") else "cpu")
+
+
+def is_main() -> bool:
+    """True on the process that writes run files (rank 0, or the only process).
+
+    Returns
+    -------
+    bool
+        Whether this process is rank 0.
+    """
+    return dist_info().is_main
+
+
+@contextlib.contextmanager
+def main_first() -> Iterator[None]:
+    """Run the block on rank 0 first, then on the other ranks (all at once).
+
+    For work whose result rank 0 stores where the others find it, e.g. a content-keyed cache:
+    the other ranks wait at a barrier until rank 0 has left the block, then reuse what it
+    wrote instead of racing it. A no-op wrapper in a single process.
+
+    Yields
+    ------
+    None
+    """
+    if not dist_info().is_main:
+        barrier()
+    yield
+    if dist_info().is_main:
+        barrier()
 
 
 def barrier() -> None:

@@ -22,10 +22,14 @@ from duin.utils.seeding import derive_seed
 class EpochBatchSampler:
     """Index batches whose order is a pure function of ``(seed, epoch)``, sharded over ranks.
 
-    Each epoch draws a permutation from a ``torch.Generator`` seeded with
-    ``derive_seed(seed, "train-order", epoch)``, pads it (repeating its head) to a multiple of
-    ``world_size`` so every rank gets the same number of batches, takes every ``world_size``-th
-    index from ``rank``, and cuts it into ``micro_batch`` chunks (the last may be shorter).
+    The trainer's ``DistributedSampler``: each epoch draws a permutation from a
+    ``torch.Generator`` seeded with ``derive_seed(seed, "train-order", epoch)`` (a reshuffle per
+    epoch, the same on every rank), pads it (repeating its head) to a multiple of
+    ``world_size`` so every rank gets the same number of batches, and cuts it into global
+    batches of ``world_size * micro_batch`` (the last may be shorter); rank ``r`` takes the
+    ``r``-th contiguous block of each. The ranks' batches concatenated in rank order are thus
+    exactly the batches of one process with ``micro_batch * world_size`` (what the all-gathers
+    of the codex see), and a dataset whose length divides by ``world_size`` needs no padding.
     ``set_epoch(epoch, start=k)`` skips the first ``k`` batches without touching the data.
 
     Parameters
@@ -96,8 +100,13 @@ class EpochBatchSampler:
         total = self.shard_size * self.world_size
         while len(order) < total:
             order.extend(order[: total - len(order)])
-        shard = order[self.rank : total : self.world_size]
-        return [shard[i : i + self.micro_batch] for i in range(0, len(shard), self.micro_batch)]
+        step = self.micro_batch * self.world_size
+        batches = []
+        for start in range(0, total, step):
+            group = order[start : start + step]  # a multiple of world_size long
+            size = len(group) // self.world_size
+            batches.append(group[self.rank * size : (self.rank + 1) * size])
+        return batches
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self.batches()[self.start :]

@@ -24,6 +24,7 @@ from duin.training import distributed as ddp_utils
 from duin.training import precision as precision_lib
 from duin.training.optim import build_adamw
 from duin.training.schedule import lr_at_epoch, lr_at_step
+from duin.training.sync_batchnorm import convert_distributed_batchnorm
 from duin.training.trainer.batching import (
     EpochBatchSampler,
     _add_counts,
@@ -240,11 +241,16 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
             model.enable_compile()  # eager fallback inside the model if compilation fails
         if (
             self.dist.enabled
-            and self.device.type == "cuda"
             and self.cfg.sync_batchnorm
             and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         ):
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            # Global-batch statistics, so N processes train the model one process would on
+            # the same global batch. torch's fused SyncBatchNorm is CUDA-only; elsewhere
+            # (gloo on CPU) the all-reduce version.
+            if self.device.type == "cuda":
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            else:
+                model = convert_distributed_batchnorm(model)
         self.raw_model = model
         if self.dist.enabled:
             self.train_model: nn.Module = nn.parallel.DistributedDataParallel(
