@@ -2,7 +2,8 @@
 ``evaluate`` and ``predict``.
 
 Every command validates its whole configuration (file + ``--set`` overrides) before any work,
-so a typo or an impossible value fails in a second with the valid choices listed.
+so a typo or an impossible value fails in a second with the valid choices listed. The training
+commands also run as N ``torchrun`` processes (:mod:`duin.cli.launch`, docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from duin.cli.launch import echo_main, torchrun_session
 from duin.cli.options import (
     CacheOption,
     ConfigOption,
@@ -29,7 +31,6 @@ from duin.cli.options import (
     with_precision,
 )
 from duin.config import ConfigError
-from duin.utils.lock import run_lock
 
 __all__ = [
     "COMMANDS",
@@ -72,11 +73,12 @@ def select_channels_cmd(
     cfg = stage_config("cls", config, set_, seed, data)
     if k is not None and k < 1:
         raise ConfigError(f"invalid --k {k}: must be >= 1")
-    prepared = prepare_data(cfg.data, cache or out / "cache", quiet=apply_quiet(quiet))
-    chosen = select_channels(prepared, cfg, out, k=k, quiet=state().quiet)
-    for subject, names in chosen.items():
-        typer.echo(f"sub-{subject}: {', '.join(names)}")
-    typer.echo(f"ranking: {out / 'channel_ranking.csv'}")
+    with torchrun_session(cfg.trainer.device, out):
+        prepared = prepare_data(cfg.data, cache or out / "cache", quiet=apply_quiet(quiet))
+        chosen = select_channels(prepared, cfg, out, k=k, quiet=state().quiet)
+        for subject, names in chosen.items():
+            echo_main(f"sub-{subject}: {', '.join(names)}")
+        echo_main(f"ranking: {out / 'channel_ranking.csv'}")
 
 
 def pretrain_vqvae_cmd(
@@ -96,11 +98,11 @@ def pretrain_vqvae_cmd(
 
     cfg = stage_config("vqvae", config, set_, seed, data)
     selection = selection_config(config, set_, seed, data)
-    with run_lock(out):
+    with torchrun_session(cfg.trainer.device, out):
         run = pretrain_vqvae(
             cfg, out, selection=selection, cache=cache, resume=resume, quiet=apply_quiet(quiet)
         )
-    typer.echo(f"VQ-VAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
+        echo_main(f"VQ-VAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
 
 
 def pretrain_mae_cmd(
@@ -132,11 +134,11 @@ def pretrain_mae_cmd(
     cfg = stage_config("mae", config, set_, seed, data)
     if not (vqvae / "channels.json").is_file():
         raise FileNotFoundError(f"{vqvae}: not a 'duin pretrain-vqvae' run (no channels.json)")
-    with run_lock(out):
+    with torchrun_session(cfg.trainer.device, out):
         run = pretrain_mae(
             cfg, out, vqvae, cache=cache, resume=resume, quiet=apply_quiet(quiet), force=force
         )
-    typer.echo(f"MAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
+        echo_main(f"MAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
 
 
 def finetune_cmd(
@@ -191,11 +193,14 @@ def finetune_cmd(
             cfg = stage_config("cls", config, [*items, "variant=scratch"], seed, data)
         else:
             raise ConfigError(f"--variant {variant} needs --init RUN (a pretraining run)")
-    with run_lock(out):
+    with torchrun_session(cfg.trainer.device, out):
         report = finetune(
             cfg, out, init, variant, cache=cache, resume=resume, quiet=apply_quiet(quiet)
         )
-    echo_report(report, out)
+        from duin.training.distributed import is_main
+
+        if is_main():
+            echo_report(report, out)
 
 
 def evaluate_cmd(

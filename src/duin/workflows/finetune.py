@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from duin.training.distributed import barrier, is_main
 from duin.training.stages import (
     ClsRunConfig,
     build_classifier,
@@ -256,7 +257,9 @@ def finetune(
             "seeds": cfg.run_seeds,
         },
     )
-    return evaluate(out)
+    report = evaluate(out) if is_main() else None
+    barrier()
+    return report if report is not None else json.loads((out / "report.json").read_text())
 
 
 def finetune_subject(
@@ -330,6 +333,11 @@ def finetune_subject(
         resume=resume,
         quiet=quiet,
     )
+    if not is_main():
+        # Under torchrun rank 0 tests the trained model and writes the result; the other ranks
+        # (same weights) wait for it and return what it wrote.
+        barrier()
+        return json.loads(result_path.read_text())
     choice = select_epoch(
         fit.history,
         cfg.protocol,
@@ -411,6 +419,7 @@ def finetune_subject(
         100 * result["chance"],
         choice["epoch"],
     )
+    barrier()  # the other ranks wait in the branch above
     return result
 
 

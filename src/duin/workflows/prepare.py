@@ -33,6 +33,7 @@ from duin.data.datasets import (
 from duin.data.recording import Recording
 from duin.data.splits import Split, Trial, pretrain_windows, split_trials
 from duin.training.channels import ChannelRanking, plot_ranking, rank_channels, save_rankings
+from duin.training.distributed import barrier, is_main, main_first
 from duin.training.stages import ClsRunConfig, DataConfig
 from duin.workflows.rundir import CHANNELS_FILE, read_channels, write_channels
 
@@ -358,7 +359,9 @@ def prepare_data(data: DataConfig, cache_dir: str | Path, *, quiet: bool = False
         preprocess = None  # the release is already filtered, notched, resampled and bipolar
     recs = [r for s in sorted(loaded.recordings) for r in loaded.recordings[s]]
     t0 = time.perf_counter()
-    index = build_cache(recs, cache_dir, preprocess)
+    # Under torchrun rank 0 fills the cache; the others then find every entry there.
+    with main_first():
+        index = build_cache(recs, cache_dir, preprocess)
     logger.info(
         "preprocessed %d recording(s) (%d reused from the cache) in %.0f s",
         index.n_built + index.n_reused,
@@ -648,10 +651,11 @@ def select_channels(
         ranking.info["split_seed"] = seed
         rankings.append(ranking)
         chosen[subject] = ranking.top(k)
-        if plot:
+        if plot and is_main():
             truth = _truth_channels(prepared, subject)
             plot_ranking(ranking, out / f"channels_sub-{subject}.png", k=k, truth=truth)
-    save_rankings(rankings, out)
+    if is_main():
+        save_rankings(rankings, out)
     write_channels(
         out,
         chosen,
@@ -685,11 +689,16 @@ def resolve_channels(
     seed: int,
     quiet: bool,
 ) -> dict[str, list[str]]:
-    """Explicit lists, all channels, a previous ranking in ``out``, or a fresh ranking."""
-    if (out / CHANNELS_FILE).is_file():  # resuming: keep the earlier choice
-        chosen = read_channels(out)
-        if set(prepared.subjects) <= set(chosen):
-            return {s: chosen[s] for s in prepared.subjects}
+    """Explicit lists, all channels, a previous ranking in ``out``, or a fresh ranking.
+
+    Under ``torchrun`` every rank takes part (a ranking trains under DDP); rank 0 writes.
+    """
+    earlier = read_channels(out) if (out / CHANNELS_FILE).is_file() else None
+    # Every rank has looked for an earlier choice before rank 0 may write one below (a rank
+    # that looked later would find it and skip the collective write).
+    barrier()
+    if earlier is not None and set(prepared.subjects) <= set(earlier):  # resuming: keep it
+        return {s: earlier[s] for s in prepared.subjects}
     if data.channels is not None:
         missing = sorted(set(prepared.subjects) - set(data.channels))
         if missing:

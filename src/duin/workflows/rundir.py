@@ -3,6 +3,9 @@
 Reads and writes, inside a run directory ``OUT``: ``config.yaml`` (the resolved configuration,
 checked on ``--resume``), ``channels.json`` (channels per subject and how they were chosen),
 ``data.json`` (data source and protocol), and finds ``OUT/sub-XX/checkpoints/<name>``.
+
+Under ``torchrun`` every rank runs the workflow; the writers here are collective: rank 0 writes,
+and every rank waits until it has, so no rank reads a half-updated run directory.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from duin.config import config_to_yaml
+from duin.training.distributed import barrier, is_main
 from duin.training.stages import write_json
 from duin.utils.integrity import add_to_manifest, verify_manifest
 from duin.utils.io import atomic_write_text
@@ -41,12 +45,17 @@ TRIAL_DATA_FILE = "trial_data.json"
 def write_channels(
     out: Path, chosen: Mapping[str, list[str]], *, method: str, seed: int | None
 ) -> None:
-    """Write ``out/channels.json``: the channels of each subject and how they were chosen."""
-    write_json(
-        out / CHANNELS_FILE,
-        {"channels": {s: list(v) for s, v in chosen.items()}, "method": method, "seed": seed},
-    )
-    add_to_manifest(out, [CHANNELS_FILE])  # later stages trust it: record its SHA-256
+    """Write ``out/channels.json``: the channels of each subject and how they were chosen.
+
+    Collective under ``torchrun`` (rank 0 writes, every rank waits).
+    """
+    if is_main():
+        write_json(
+            out / CHANNELS_FILE,
+            {"channels": {s: list(v) for s, v in chosen.items()}, "method": method, "seed": seed},
+        )
+        add_to_manifest(out, [CHANNELS_FILE])  # later stages trust it: record its SHA-256
+    barrier()
 
 
 def read_channels(run: Path) -> dict[str, list[str]]:
@@ -64,21 +73,31 @@ def cache_dir(out: Path, cache: str | Path | None) -> Path:
 
 
 def start_run(out: Path, cfg: Any, resume: bool) -> None:
-    """Create ``out`` and write its ``config.yaml``; refuse another configuration unless resuming."""
-    out.mkdir(parents=True, exist_ok=True)
+    """Create ``out`` and write its ``config.yaml``; refuse another configuration unless resuming.
+
+    Collective under ``torchrun``: every rank checks, rank 0 writes, every rank waits.
+    """
     saved = out / "config.yaml"
     text = config_to_yaml(cfg)
+    # Every rank reads before rank 0 may write: all see the same previous run (or none).
+    barrier()
     if saved.is_file() and not resume and saved.read_text() != text:
         raise FileExistsError(
             f"{out} already holds a run with another configuration; use --resume to continue "
             "it or choose another --out"
         )
-    atomic_write_text(saved, text)
+    barrier()
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(saved, text)
+    barrier()
 
 
 def write_data_info(out: Path, prepared: PreparedData, extra: Mapping[str, Any]) -> None:
-    """Write ``out/data.json``: the prepared data's description plus ``extra``."""
-    write_json(out / "data.json", {**prepared.describe(), **extra})
+    """Write ``out/data.json``: the prepared data's description plus ``extra`` (collective)."""
+    if is_main():
+        write_json(out / "data.json", {**prepared.describe(), **extra})
+    barrier()
 
 
 def checkpoint_dir(run: Path, subject: str, name: str = "last") -> Path:
