@@ -56,17 +56,17 @@ model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, tokenizer_filters: [16, 1
 data:
   n_channels: null
   simulation: {seed: 5, n_words: 4, trials_per_word: 10, blocks_per_run: 1, n_shafts: 2,
-               contacts_per_shaft: [6, 6], pretrain_hours: 0.02, oracle_trials_per_word: 2,
+               contacts_per_shaft: [6, 6], pretrain_hours: 0.04, oracle_trials_per_word: 2,
                compute_baseline: false}
 vqvae:
-  optim: {epochs: 2, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
+  optim: {epochs: 3, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
   model:
     n_times: 2000
     n_decoder_blocks: 1
     decoder_filters: [16, 16, 16, 16, 8]
     quantizer: {n_codes: 16, d_code: 8}
 mae:
-  optim: {epochs: 2, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
+  optim: {epochs: 3, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
   min_codex_perplexity: 1.0
 cls:
   variant: scratch
@@ -138,7 +138,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
         blocks_per_run=1,
         n_shafts=2,
         contacts_per_shaft=(6, 6),
-        pretrain_hours=0.02,
+        pretrain_hours=0.04,
         oracle_trials_per_word=2,
         compute_baseline=False,
     )
