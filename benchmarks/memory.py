@@ -67,6 +67,7 @@ def _size(root: Path) -> int:
 
 def _shown(cmd: list[str], paths: dict[Path, str]) -> str:
     text = " ".join(["/usr/bin/time -v python", *cmd[1:]])
+    text = text.replace(str(Path(__file__).resolve()), "benchmarks/memory.py")
     for path, name in paths.items():
         text = text.replace(str(path), name)
     return text
