@@ -56,9 +56,8 @@ def probe(demo: Path) -> dict[str, float]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    # The demo's classifier recipe: the packaged quick config with the demo's seed.
-    seed = int(json.loads((demo / "cls" / "report.json").read_text()).get("seeds", [42])[0])
-    cfg = load_stage_config("cls", "quick", [f"seed={seed}"])
+    # The demo's own classifier recipe (its config.yaml records the seed and any overrides).
+    cfg = load_stage_config("cls", demo / "cls" / "config.yaml")
     prepared = prepare_data(cfg.data, demo / "cache", quiet=True)
     subject = prepared.subjects[0]
     channels = read_channels(demo / "cls")[subject]

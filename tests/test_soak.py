@@ -1,7 +1,8 @@
 """Soak: ``kill -9`` a tiny ``duin finetune`` at 20 random points in a row, resuming each time.
 
-The final weights, metrics and report must equal those of an uninterrupted run, and no
-temporary file, trash directory or lock may be left behind. Slow (about 20 process starts);
+The final weights, metrics and report must equal those of an uninterrupted run, every kill must
+land inside a running process, and no temporary file, trash directory or lock may be left
+behind. Slow (about 20 process starts);
 run with ``pytest -m slow tests/test_soak.py -s``.
 """
 
@@ -59,6 +60,15 @@ def _finetune(out: Path, cfg: Path, data: Path, cache: Path, resume: bool) -> su
     )
 
 
+def _completed_steps(run: Path) -> int:
+    """Optimizer steps in a run's last checkpoint (0 before the first one)."""
+    try:
+        state = json.loads((run / "checkpoints" / "last" / "trainer_state.json").read_text())
+    except (OSError, ValueError):  # not written yet, or being replaced right now
+        return 0
+    return int(state["global_step"])
+
+
 def _leftovers(root: Path) -> list[str]:
     """Hidden entries (temporaries, trash, stale locks) and lock files under ``root``."""
     return sorted(
@@ -94,25 +104,50 @@ def test_twenty_kill9_resume_cycles_end_bit_equal(tmp_path):
     ref_wall = time.perf_counter() - start
     assert ref.returncode == 0, output
 
-    # Kill points: the process start-up (imports) plus a random share of the training work, so
-    # the N kills are spread over the whole run (start-up, cache, epochs, checkpoint writes).
+    # Kill points follow the run's own progress (the steps in its last checkpoint), so that
+    # every kill lands inside a running process however fast or slow the machine is. About a
+    # quarter of the cycles are killed during start-up (imports, cache, resume): at a random
+    # time, or at the latest when the process completes its first step. The others are killed
+    # at a random moment of a random later step, at least the second this process runs (so
+    # the kill follows its own progress, not the previous checkpoint), spaced so that every
+    # cycle fits and none gets within three steps of the end, where a run could finish first.
+    ref_run = tmp_path / "ref" / "sub-01" / "seed-5"
+    total = _completed_steps(ref_run)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import duin.cli, duin.workflows.finetune"], check=True)
     startup = time.perf_counter() - start
-    work = max(ref_wall - startup, 1.0)
+    step_s = max(ref_wall - startup, 1.0) / total
     rng = random.Random(1234)
+    kinds = ["startup" if rng.random() < 0.25 else "step" for _ in range(N_KILLS)]
+    cap = total - 3
+    assert cap >= 2 * kinds.count("step") + kinds.count("startup"), f"only {total} steps"
     out, cache = tmp_path / "soak", tmp_path / "soak-cache"
-    killed, finished_early, delays = 0, 0, []
-    for _ in range(N_KILLS):
+    run = out / "sub-01" / "seed-5"
+    killed, finished_early, points = 0, 0, []
+    for i, kind in enumerate(kinds):
+        done = _completed_steps(run)
+        if kind == "startup":
+            target, deadline = done + 1, startup * rng.uniform(0.3, 1.0)
+        else:
+            n_step, n_startup = kinds[i:].count("step"), kinds[i:].count("startup")
+            room = (cap - done - n_startup) // n_step  # steps this cycle may use, >= 2
+            target, deadline = done + 2 + rng.randrange(max(1, room - 1)), None
         proc = _finetune(out, cfg, data, cache, resume=True)
-        delay = startup * rng.uniform(0.5, 1.0) + rng.uniform(0.0, 2 * work / N_KILLS)
-        deadline = time.perf_counter() + delay
-        while proc.poll() is None and time.perf_counter() < deadline:
-            time.sleep(0.01)
+        began = time.perf_counter()
+        if deadline is not None:
+            deadline += began
+        while proc.poll() is None:
+            done = _completed_steps(run)
+            now = time.perf_counter()
+            if deadline is None and done >= target - 1:
+                deadline = now + rng.uniform(0.0, step_s)  # somewhere inside the target step
+            if done >= target or (deadline is not None and now >= deadline):
+                break
+            time.sleep(0.005)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed += 1
-            delays.append(round(delay, 2))
+            points.append(f"{kind} {time.perf_counter() - began:.1f}s/{_completed_steps(run)}")
         else:
             finished_early += 1
         output = proc.communicate(timeout=60)[0]
@@ -121,12 +156,11 @@ def test_twenty_kill9_resume_cycles_end_bit_equal(tmp_path):
     output = final.communicate(timeout=600)[0]
     assert final.returncode == 0, output
     print(
-        f"\nsoak: reference run {ref_wall:.1f} s (start-up {startup:.1f} s); {killed} kill -9 "
-        f"at random points "
-        f"(delays {delays}), {finished_early} runs finished before their kill"
+        f"\nsoak: reference run {ref_wall:.1f} s (start-up {startup:.1f} s, {total} steps); "
+        f"{killed} kill -9 (kind, time after start/steps checkpointed: {points}), "
+        f"{finished_early} runs finished before their kill"
     )
 
-    run, ref_run = out / "sub-01" / "seed-5", tmp_path / "ref" / "sub-01" / "seed-5"
     for name in ("last", "best"):
         got = load_file(str(run / "checkpoints" / name / "model.safetensors"))
         want = load_file(str(ref_run / "checkpoints" / name / "model.safetensors"))
@@ -139,4 +173,4 @@ def test_twenty_kill9_resume_cycles_end_bit_equal(tmp_path):
     )
     assert got_result == want_result
     assert _leftovers(out) == [] and _leftovers(cache) == []
-    assert killed >= N_KILLS // 2  # most cycles really interrupted a running process
+    assert killed == N_KILLS  # every cycle really interrupted a running process

@@ -11,6 +11,7 @@ import _thread
 import csv
 import io
 import json
+import logging
 import threading
 import time
 
@@ -30,7 +31,7 @@ from duin.training.stages import DataConfig
 from duin.workflows.prepare import load_recordings
 from duin.workflows.stream import STREAM_COLUMNS, Classifier, StreamDecoder, replay
 from duin.workflows.stream.lsl import Replayer
-from duin.workflows.stream.session import _Status
+from duin.workflows.stream.session import _Status, replay_recordings
 
 TINY = """
 seed: 3
@@ -298,6 +299,49 @@ def test_gap_skips_the_affected_trial(trained, tmp_path):
     assert clean
     for r in clean:
         assert r["word"] == offline[(RUNS[1], int(r["event"]))]["word"]
+
+
+def test_dropout_reconnects_reports_the_gap_and_decodes_on(trained, tmp_path, caplog):
+    """The signal outlet disappears for a while and comes back (same source id): no crash, a
+    warning, the trials that needed the lost samples are skipped with the gap in the CSV, and
+    decisions continue after liblsl has reconnected."""
+    _, data, run, offline = trained
+    clf = Classifier.load(run)
+    rec = recordings(data)[RUNS[0]]
+    speed, window = 4.0, clf.n_times / clf.sfreq
+    hit = rec.events[2]
+    start = hit.onset + clf.tmin + window / 2  # inside event 2's window
+    length = 2.5 * speed  # 2.5 s of wall time without samples: longer than the idle warning
+    with caplog.at_level(logging.WARNING, logger="duin"):
+        res = replay_recordings(
+            clf, [rec], tmp_path / "dropout.csv", speed=speed, top_k=1,
+            outage=(start, length), quiet=True,
+        )  # fmt: skip
+    n_lost = round(length * rec.sfreq)
+    gap_at = round(start * rec.sfreq) / rec.sfreq
+    assert res.n_missing == n_lost
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("no samples for" in m and "waiting" in m for m in messages), messages
+    assert any("samples are arriving again" in m for m in messages), messages
+
+    rows = read_rows(tmp_path / "dropout.csv")
+    assert [int(r["event"]) for r in rows] == list(range(len(rec.events)))  # every event once
+    end = start + length
+    for ev, r in zip(rec.events, rows, strict=True):
+        first, last = ev.onset + clf.tmin, ev.onset + clf.tmin + window
+        if last > start and first < end:  # the window needs lost samples
+            assert r["skipped"] == (
+                f"gap in the stream: {n_lost} sample(s) missing at {gap_at:.3f} s"
+            ), r
+        elif last + float(r["lookahead_ms"] or 0) / 1e3 < start:  # all before the drop-out
+            assert not r["skipped"]
+            assert r["word"] == offline[(RUNS[0], int(r["event"]))]["word"]
+    skipped = [r for r in rows if r["skipped"]]
+    assert hit.onset in {float(r["onset"]) for r in skipped}
+    after = [r for r in rows if float(r["onset"]) + clf.tmin > end + 1.0 and not r["skipped"]]
+    assert after, "no decision after the stream came back"
+    assert all(r["word"] in clf.labels for r in after)
+    assert res.n_decisions + res.n_skipped == len(rec.events)
 
 
 def test_stream_missing_a_channel_fails_with_one_line(trained, tmp_path):

@@ -6,14 +6,17 @@ not give filter types or orders; :class:`PreprocessConfig` makes every choice ex
 :meth:`~PreprocessConfig.fingerprint` identifies the result for caches.
 
 Everything runs in chunks so that a multi-hour recording (e.g. a ``numpy.memmap``) never needs
-more than ``chunk_samples`` columns in memory at once:
+more than ``chunk_samples`` columns in memory at once, and files are written and read back with
+plain block I/O (:class:`duin.utils.npy.NpyBlockWriter`), never a writable memory map, whose
+touched pages would stay resident: peak memory does not grow with the recording's length.
 
-1. IIR filtering (Butterworth band-pass and notch biquads as one second-order-section cascade).
-   ``phase="zero"`` reproduces :func:`scipy.signal.sosfiltfilt` exactly (odd extension at both
-   ends, steady-state initial conditions): a forward pass over the chunks carries the filter
-   state across chunk boundaries and stores its output in a scratch array (on disk next to
-   ``out_path``), then a backward pass runs over the chunks in reverse. ``phase="causal"`` is one
-   forward pass (:func:`scipy.signal.sosfilt`, steady-state start).
+1. IIR filtering (Butterworth band-pass and notch biquads as one second-order-section cascade)
+   with :class:`duin.data.filtering.BlockFilter`, which online decoding uses too.
+   ``phase="zero"`` reproduces :func:`scipy.signal.sosfiltfilt` (odd extension at both ends,
+   steady-state initial conditions): a forward pass over the chunks carries the filter state
+   across chunk boundaries and stores its output in a scratch file beside ``out_path``, then a
+   backward pass runs over the chunks in reverse, overwriting each with its final samples.
+   ``phase="causal"`` is one forward pass (:func:`scipy.signal.sosfilt`, steady-state start).
 2. Polyphase resampling (:func:`scipy.signal.resample_poly`) on chunks that overlap by more than
    the anti-aliasing filter's half length and start on multiples of the decimation factor, so
    each kept output sample sees exactly the input the one-shot call would.
@@ -28,9 +31,7 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -41,7 +42,9 @@ from typing import Any
 import numpy as np
 from scipy import signal as sps
 
+from duin.data.filtering import BlockFilter, filter_padlen
 from duin.data.recording import Recording, RecordingError
+from duin.utils.npy import NpyBlockWriter, release_pages
 
 __all__ = [
     "PreprocessConfig",
@@ -384,12 +387,6 @@ def design_filter(config: PreprocessConfig, sfreq: float) -> np.ndarray | None:
     return np.vstack(sections) if sections else None
 
 
-def filter_padlen(sos: np.ndarray) -> int:
-    """Samples of odd extension at each end of a zero-phase pass (``sosfiltfilt``'s default)."""
-    n_taps = 2 * len(sos) + 1 - min(int((sos[:, 2] == 0).sum()), int((sos[:, 5] == 0).sum()))
-    return 3 * n_taps
-
-
 def resample_factors(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
     """``(up, down)`` of the polyphase resampling from ``sfreq_in`` to ``sfreq_out`` Hz."""
     ratio = Fraction(sfreq_out / sfreq_in).limit_denominator(1000)
@@ -399,69 +396,6 @@ def resample_factors(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
             "a rational factor of small terms"
         )
     return ratio.numerator, ratio.denominator
-
-
-def _filter_pass(
-    sos: np.ndarray,
-    read: Callable[[int, int], np.ndarray],
-    write: Callable[[int, int, np.ndarray], None],
-    n_times: int,
-    chunk: int,
-    reverse: bool,
-    zi: np.ndarray,
-    head: np.ndarray | None = None,
-) -> np.ndarray:
-    """Run ``sosfilt`` over chunks with carried state; return the final state.
-
-    ``head`` (C, h) is filtered first (its output discarded), as the start of the sequence.
-    """
-    state = zi
-    if head is not None:
-        _, state = sps.sosfilt(sos, head, axis=-1, zi=state)
-    starts = range(0, n_times, chunk)
-    for start in reversed(starts) if reverse else starts:
-        stop = min(start + chunk, n_times)
-        block = np.asarray(read(start, stop), dtype=np.float64)
-        if reverse:
-            block = block[:, ::-1]
-        out, state = sps.sosfilt(sos, block, axis=-1, zi=state)
-        write(start, stop, out[:, ::-1] if reverse else out)
-    return state
-
-
-def _zero_phase(sos, read, store, n_times, chunk) -> None:
-    """Chunked equivalent of ``scipy.signal.sosfiltfilt(sos, x, padtype="odd")`` into ``store``."""
-    padlen = filter_padlen(sos)
-    if n_times <= padlen:
-        raise RecordingError(
-            f"recording has {n_times} samples, the zero-phase filter needs more than {padlen}"
-        )
-    zi = sps.sosfilt_zi(sos)[:, None, :]  # (n_sections, 1, 2)
-    first = np.asarray(read(0, padlen + 1), dtype=np.float64)  # (C, padlen + 1)
-    last = np.asarray(read(n_times - padlen - 1, n_times), dtype=np.float64)
-    head = 2 * first[:, :1] - first[:, padlen:0:-1]  # odd extension before sample 0
-    tail = 2 * last[:, -1:] - last[:, -2::-1]  # odd extension after the last sample
-    head0 = head[:, :1]  # (C, 1): first value of the extended signal
-
-    def write_store(start: int, stop: int, block: np.ndarray) -> None:
-        store[:, start:stop] = block
-
-    state = _filter_pass(sos, read, write_store, n_times, chunk, False, zi * head0[None], head)
-    tail_out, _ = sps.sosfilt(sos, tail, axis=-1, zi=state)
-    # Backward pass starts at the end of the extended forward output.
-    y0 = tail_out[:, -1:]
-    _, state = sps.sosfilt(sos, tail_out[:, ::-1], axis=-1, zi=zi * y0[None])
-    _filter_pass(sos, lambda a, b: store[:, a:b], write_store, n_times, chunk, True, state)
-
-
-def _causal(sos, read, store, n_times, chunk) -> None:
-    zi = sps.sosfilt_zi(sos)[:, None, :]
-    x0 = np.asarray(read(0, 1), dtype=np.float64)
-
-    def write_store(start: int, stop: int, block: np.ndarray) -> None:
-        store[:, start:stop] = block
-
-    _filter_pass(sos, read, write_store, n_times, chunk, False, zi * x0[None])
 
 
 def resample_margin(up: int, down: int) -> int:
@@ -475,12 +409,35 @@ def resample_margin(up: int, down: int) -> int:
     return -(-half // down) * down
 
 
-def _open_scratch(shape: tuple[int, int], directory: Path | None) -> tuple[np.ndarray, Path | None]:
-    if directory is None:
-        return np.empty(shape, dtype=np.float32), None
-    handle, name = tempfile.mkstemp(prefix=".duin-scratch-", suffix=".f32", dir=directory)
-    os.close(handle)
-    return np.memmap(name, dtype=np.float32, mode="w+", shape=shape), Path(name)
+def _read_block(array: NpyBlockWriter | np.ndarray, start: int, stop: int) -> np.ndarray:
+    if isinstance(array, NpyBlockWriter):
+        return array.read(start, stop)
+    return array[:, start:stop]
+
+
+def _filter(
+    bf: BlockFilter,
+    read: Callable[[int, int], np.ndarray],
+    store: NpyBlockWriter | np.ndarray,
+    n_times: int,
+    chunk: int,
+) -> None:
+    """Filter ``read``'s signal block by block into ``store`` (zero-phase: then backwards in place).
+
+    The backward pass walks the forward output from the last block to the first, carrying
+    its state, and overwrites each block with the final samples after reading it.
+    """
+    starts = range(0, n_times, chunk)
+    for start in starts:
+        stop = min(start + chunk, n_times)
+        store[:, start:stop] = bf.forward(read(start, stop))
+    if not bf.zero_phase:
+        return
+    state = bf.end_state(read(n_times - bf.n_start, n_times))
+    for start in reversed(starts):
+        stop = min(start + chunk, n_times)
+        block, state = bf.backward(_read_block(store, start, stop), state)
+        store[:, start:stop] = block
 
 
 def preprocess(
@@ -500,9 +457,9 @@ def preprocess(
         Settings; default the paper's (0.5-200 Hz, 50 Hz notch + harmonics, 1000 Hz, bipolar).
     out_path : path-like, optional
         ``.npy`` file for the output (float32 ``(n_channels, n_times)``, written to a temporary
-        name and renamed when complete); the returned recording memory-maps it read-only, and
-        the intermediate scratch data also live on disk beside it. Without it, everything is
-        kept in memory.
+        name and renamed when complete, by plain block writes); the returned recording
+        memory-maps it read-only, and the filtered intermediate lives in a scratch file
+        beside it (removed at the end). Without it, everything is kept in memory.
     chunk_samples : int
         Input samples processed at once (memory is ``O(n_channels * chunk_samples)``).
 
@@ -531,38 +488,50 @@ def preprocess(
     up, down = resample_factors(sfreq_in, sfreq_out)
     chunk = max(down, chunk_samples - chunk_samples % down)
     out_dir = Path(out_path).resolve().parent if out_path is not None else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
 
     src = recording.signals
 
     def read(start: int, stop: int) -> np.ndarray:
-        return src[rows, start:stop]
+        block = np.asarray(src[rows, start:stop], dtype=np.float64)  # fancy indexing: a copy
+        release_pages(src)  # the input's pages must not accumulate in RSS
+        return block
 
     sos = design_filter(config, sfreq_in)
-    scratch_path = None
-    if sos is not None:
-        filtered, scratch_path = _open_scratch((len(rows), n_times), out_dir)
-        (_zero_phase if config.phase == "zero" else _causal)(sos, read, filtered, n_times, chunk)
-    else:
-        filtered = None
-
-    def read_filtered(start: int, stop: int) -> np.ndarray:
-        block = filtered[:, start:stop] if filtered is not None else read(start, stop)
-        return np.asarray(block, dtype=np.float64)
-
+    bf = None if sos is None else BlockFilter(sos, zero_phase=config.phase == "zero")
+    if bf is not None:
+        if n_times < bf.n_start:
+            raise RecordingError(
+                f"recording has {n_times} samples, the zero-phase filter needs more than "
+                f"{bf.padlen}"
+            )
+        # the forward pass's first block is where the odd extension comes from
+        chunk = max(chunk, -(-bf.n_start // down) * down)
     n_out = -(-n_times * up // down)
     out_shape = (len(plan.ch_names), n_out)
-    tmp_out = None
-    if out_path is not None:
-        out_path = Path(out_path)
-        handle, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp.npy", dir=out_dir)
-        os.close(handle)
-        tmp_out = Path(name)
-        out = np.lib.format.open_memmap(tmp_out, mode="w+", dtype=np.float32, shape=out_shape)
-    else:
-        out = np.empty(out_shape, dtype=np.float32)
+    filtered: NpyBlockWriter | np.ndarray | None = None
+    out: NpyBlockWriter | np.ndarray | None = None
     try:
+        if bf is not None:
+            # scratch for the filtered input: on disk beside the output, written and read back
+            # with plain file I/O, so memory holds one block whatever the recording's length
+            shape = (len(rows), n_times)
+            filtered = (
+                np.empty(shape, dtype=np.float32)
+                if out_path is None
+                else NpyBlockWriter(out_dir / f".{Path(out_path).name}.filtered", shape)
+            )
+            _filter(bf, read, filtered, n_times, chunk)
+
+        def read_filtered(start: int, stop: int) -> np.ndarray:
+            if filtered is None:
+                return read(start, stop)
+            return np.asarray(_read_block(filtered, start, stop), dtype=np.float64)
+
+        out = (
+            np.empty(out_shape, dtype=np.float32)
+            if out_path is None
+            else NpyBlockWriter(out_path, out_shape)
+        )
         if up == down:
             for start in range(0, n_times, chunk):
                 stop = min(start + chunk, n_times)
@@ -578,18 +547,13 @@ def preprocess(
                 out_stop = n_out if stop == n_times else stop * up // down
                 block = seg[:, out_start - first : out_stop - first]
                 out[:, out_start:out_stop] = plan.weights @ block
-        if out_path is not None:
-            out.flush()
-            del out
-            os.replace(tmp_out, out_path)
-            tmp_out = None
-            out = np.load(out_path, mmap_mode="r")
+        if isinstance(out, NpyBlockWriter):
+            out = out.finish()
     finally:
-        if tmp_out is not None:
-            tmp_out.unlink(missing_ok=True)
-        if scratch_path is not None:
-            del filtered
-            scratch_path.unlink(missing_ok=True)
+        # an unfinished writer removes its temporary file; the scratch file always goes
+        for writer in (filtered, out):
+            if isinstance(writer, NpyBlockWriter):
+                writer.discard()
 
     provenance = dict(recording.provenance)
     provenance["preprocess"] = {

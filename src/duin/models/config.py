@@ -288,6 +288,16 @@ class VQVAEConfig(DuINConfig):
         ``patch_len`` so that the output has ``n_times`` samples.
     recon_loss_weight, vq_loss_weight : float
         Loss weights (1, 1).
+    power_loss_weight : float
+        Weight of an extra target the paper does not have (0 = the paper's VQ-VAE): from the
+        decoder output, predict each patch's log band power per channel in ``power_bands``.
+        The waveform loss cannot encode random-phase high-gamma activity (its MSE-optimal
+        reconstruction is zero), so without this target the codex carries only the
+        phase-locked low frequencies (docs/pretraining.md, section 7).
+    power_bands : list of [int, int]
+        Band edges as FFT bins ``[lo, hi)`` of one patch: bin ``k`` is ``k * sfreq / patch_len``
+        Hz (10 Hz at 1 kHz with 100-sample patches), so the default is 10-30, 30-70 and
+        70-170 Hz.
     """
 
     _nested: ClassVar[dict[str, type]] = {"quantizer": QuantizerConfig}
@@ -299,10 +309,28 @@ class VQVAEConfig(DuINConfig):
     decoder_strides: list[int] = field(default_factory=lambda: [1, 1, 10, 1, 10])
     recon_loss_weight: float = 1.0
     vq_loss_weight: float = 1.0
+    power_loss_weight: float = 0.0
+    power_bands: list[list[int]] = field(default_factory=lambda: [[1, 3], [3, 7], [7, 17]])
 
     def validate(self) -> None:
         """Raise ValueError naming the first invalid field."""
         super().validate()
+        if not (isinstance(self.power_loss_weight, int | float) and self.power_loss_weight >= 0):
+            raise ValueError(
+                f"VQVAEConfig.power_loss_weight must be >= 0, got {self.power_loss_weight!r}"
+            )
+        n_bins = self.patch_len // 2 + 1
+        for band in self.power_bands:
+            ok = isinstance(band, list | tuple) and len(band) == 2
+            if (
+                not ok
+                or not all(isinstance(b, int) for b in band)
+                or not 0 <= band[0] < band[1] <= n_bins
+            ):
+                raise ValueError(
+                    f"VQVAEConfig.power_bands: {band!r} is not [lo, hi) with 0 <= lo < hi <= "
+                    f"{n_bins} (FFT bins of a {self.patch_len}-sample patch)"
+                )
         if not isinstance(self.quantizer, QuantizerConfig):
             raise ValueError("VQVAEConfig.quantizer must be a QuantizerConfig")
         self.quantizer.validate()

@@ -38,6 +38,7 @@ __all__ = [
     "DuINMAE",
     "DuINModel",
     "DuINVQVAE",
+    "band_log_power",
     "optimizer_param_groups",
     "transfer_encoder",
 ]
@@ -428,6 +429,12 @@ class DuINVQVAE(DuINModel):
             cfg.d_neural,
         )
         self.desubject_layer = SubjectLayer(cfg.n_subjects, cfg.d_neural, cfg.n_channels)
+        # Only with the (non-paper) band-power target, so the paper's state dict is unchanged.
+        self.power_head: nn.Linear | None = None
+        if cfg.power_loss_weight > 0:
+            self.power_head = nn.Linear(cfg.d_model, cfg.n_channels * len(cfg.power_bands))
+            trunc_normal_(self.power_head.weight)
+            nn.init.zeros_(self.power_head.bias)
 
     def default_channel_mask(self, subject: torch.Tensor) -> torch.Tensor:
         """``(batch, n_channels)`` bool, True for each subject's real channels."""
@@ -507,6 +514,10 @@ class DuINVQVAE(DuINModel):
             "loss_recon": loss_recon,
             "loss_vq": loss_vq,
         }
+        if self.power_head is not None:
+            loss_power = self._power_loss(dec_out, x, weight)
+            out["loss_power"] = loss_power
+            out["loss"] = loss + cfg.power_loss_weight * loss_power
         if return_intermediates:
             out.update(
                 x_h=x_h,
@@ -525,6 +536,27 @@ class DuINVQVAE(DuINModel):
                 head_out=head_out,
             )
         return out
+
+    def _power_loss(
+        self, dec_out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor
+    ) -> torch.Tensor:
+        """Masked MSE between predicted and actual standardised log band power per patch."""
+        cfg = self.config
+        batch, n_channels, _ = x.shape
+        target = band_log_power(x, cfg.patch_len, cfg.power_bands)  # (B, C, L, n_bands)
+        # Standardise per channel and band over the batch's real channels (padding excluded) so
+        # every band weighs the same whatever its absolute power (high gamma is ~1 % of the
+        # variance).
+        w = weight[:, :, None, None]  # (B, C, 1, 1)
+        n = (w.sum(0, keepdim=True) * target.shape[2]).clamp_min(1.0)  # (1, C, 1, 1)
+        mean = (target * w).sum((0, 2), keepdim=True) / n
+        var = ((target - mean).pow(2) * w).sum((0, 2), keepdim=True) / n
+        target = (target - mean) / (var.sqrt() + 1e-6)
+        assert self.power_head is not None
+        pred = self.power_head(dec_out)  # (B, L, C * n_bands)
+        pred = pred.view(batch, -1, n_channels, len(cfg.power_bands)).transpose(1, 2)
+        mse = (pred - target).pow(2).mean(dim=(2, 3))  # (B, C)
+        return (mse * weight).sum() / (weight.sum() + 1e-12)
 
     @torch.no_grad()
     def tokenize(self, x: torch.Tensor, subject: torch.Tensor | int | None = None) -> torch.Tensor:
@@ -871,6 +903,30 @@ class DuINClassifier(DuINModel):
         if self.config.loss == "reference":
             return F.cross_entropy(torch.sigmoid(logits), labels)
         return F.cross_entropy(logits, labels)
+
+
+def band_log_power(x: torch.Tensor, patch_len: int, bands: list[list[int]]) -> torch.Tensor:
+    """Log mean power of each patch in FFT-bin bands.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(batch, n_channels, n_times)``, ``n_times`` a multiple of ``patch_len``.
+    patch_len : int
+        Samples per patch (one token).
+    bands : list of [int, int]
+        ``[lo, hi)`` rFFT bins of one patch.
+
+    Returns
+    -------
+    torch.Tensor
+        ``(batch, n_channels, n_tokens, n_bands)``, no gradient.
+    """
+    with torch.no_grad():
+        patches = x.float().unflatten(-1, (-1, patch_len))  # (B, C, L, patch_len)
+        power = torch.fft.rfft(patches, dim=-1).abs().pow(2)  # (B, C, L, patch_len // 2 + 1)
+        per_band = [power[..., lo:hi].mean(-1) for lo, hi in bands]
+        return torch.stack(per_band, dim=-1).clamp_min(1e-12).log()
 
 
 def transfer_encoder(src: DuINModel, dst: DuINModel, include_quantizer: bool = False) -> None:

@@ -87,6 +87,38 @@ class NpyBlockWriter:
             self._abort()
             raise named_write_error(err, self.path) from err
 
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Read back columns ``[start, stop)`` written so far (``(n_rows, stop - start)`` float32).
+
+        With ``pread``, not a memory map, so reading a block back does not keep it resident:
+        the file can serve as bounded-memory scratch space between passes.
+        """
+        if self._fd is None:
+            raise ValueError(f"{self.path}: writer already finished")
+        start, stop, _ = slice(start, stop).indices(self.shape[1])
+        n = max(0, stop - start)
+        out = np.empty((self.shape[0], n), dtype=self.dtype)
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        try:
+            for r in range(self.shape[0]):
+                want = n * self.dtype.itemsize
+                offset = self._offset + r * row_bytes + start * self.dtype.itemsize
+                data = bytearray()
+                while len(data) < want:
+                    chunk = os.pread(self._fd, want - len(data), offset + len(data))
+                    if not chunk:
+                        raise OSError(f"{self._tmp}: unexpected end of file")
+                    data += chunk
+                out[r] = np.frombuffer(data, dtype=self.dtype)
+        except OSError as err:
+            self._abort()
+            raise named_write_error(err, self.path) from err
+        return out
+
+    def discard(self) -> None:
+        """Remove the unfinished file (e.g. scratch space that is no longer needed)."""
+        self._abort()
+
     def finish(self) -> np.ndarray:
         """Flush, rename into place and return a read-only memory map of the file."""
         if self._fd is None:

@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 #: Name of the marker outlet that carries each decision as JSON.
 WORDS_STREAM = "duin-words"
+#: How long a replay waits for its consumer to reconnect after a simulated outage.
+RECONNECT_TIMEOUT_S = 30.0
 
 
 def _lsl() -> Any:
@@ -101,6 +103,11 @@ class Replayer(threading.Thread):
         recording with its channels reordered or missing.
     drop : tuple of float, optional
         ``(start_s, duration_s)`` of signal not sent (a simulated drop-out of samples).
+    outage : tuple of float, optional
+        ``(start_s, duration_s)`` during which the signal outlet is gone (a stream drop-out, as
+        when an amplifier's connection is lost): it is closed, its samples are lost, and it
+        comes back under the same name and source id, so an inlet that recovers reconnects.
+        Sending resumes once a consumer is connected again. The markers are not interrupted.
     autostart : bool
         Start sending once both outlets have a consumer (else when :attr:`go` is set).
     """
@@ -114,6 +121,7 @@ class Replayer(threading.Thread):
         chunk_s: float = 0.01,
         channels: list[str] | None = None,
         drop: tuple[float, float] | None = None,
+        outage: tuple[float, float] | None = None,
         autostart: bool = False,
     ) -> None:
         super().__init__(name=f"duin-replay-{name}", daemon=True)
@@ -125,7 +133,7 @@ class Replayer(threading.Thread):
         if unknown:
             raise ValueError(f"replay: channels {unknown} are not in the recording")
         self.chunk = max(1, int(round(chunk_s * rec.sfreq)))
-        self.drop = drop
+        self.drop, self.outage = drop, outage
         self.autostart = autostart
         self.ready = threading.Event()  # outlets exist
         self.go = threading.Event()  # a consumer is connected: start sending
@@ -154,11 +162,15 @@ class Replayer(threading.Thread):
         lsl = _lsl()
         rec = self.rec
         uid = uuid.uuid4().hex[:8]
-        info = lsl.StreamInfo(
-            self.stream_name, "sEEG", len(self.channels), rec.sfreq, "float32", f"{uid}-signal"
-        )
-        info.set_channel_names(self.channels)
-        outlet = lsl.StreamOutlet(info, chunk_size=self.chunk)
+
+        def signal_outlet() -> Any:
+            info = lsl.StreamInfo(
+                self.stream_name, "sEEG", len(self.channels), rec.sfreq, "float32", f"{uid}-signal"
+            )
+            info.set_channel_names(self.channels)
+            return lsl.StreamOutlet(info, chunk_size=self.chunk)
+
+        outlet = signal_outlet()
         minfo = lsl.StreamInfo(
             f"{self.stream_name}-markers", "Markers", 1, 0.0, "string", f"{uid}-markers"
         )
@@ -173,9 +185,13 @@ class Replayer(threading.Thread):
         events = sorted(rec.events, key=lambda ev: ev.onset)
         n = rec.n_times
         dropped = np.zeros(n, dtype=bool)
-        if self.drop is not None:
-            a = int(round(self.drop[0] * rec.sfreq))
-            dropped[a : a + max(1, int(round(self.drop[1] * rec.sfreq)))] = True
+        spans = {}
+        for what, span in (("drop", self.drop), ("outage", self.outage)):
+            if span is not None:
+                a = int(round(span[0] * rec.sfreq))
+                spans[what] = (a, a + max(1, int(round(span[1] * rec.sfreq))))
+                dropped[slice(*spans[what])] = True
+        gone = spans.get("outage")
         t0, wall0, next_event = lsl.local_clock(), time.perf_counter(), 0
         for start in range(0, n, self.chunk):
             if self.stop.is_set():
@@ -185,10 +201,25 @@ class Replayer(threading.Thread):
             if delay > 0:
                 time.sleep(delay)
             keep = np.flatnonzero(~dropped[start:stop]) + start
-            if len(keep):
-                x = np.asarray(rec.signals[rows, start:stop], dtype=np.float32)[:, keep - start]
-                outlet.push_chunk(np.ascontiguousarray(x.T), t0 + keep / rec.sfreq)  # (n, C)
-                self.n_sent += len(keep)
+            if gone is not None and outlet is not None and stop > gone[0]:
+                self._push(outlet, rows, start, stop, keep[keep < gone[0]], t0)
+                keep = keep[keep >= gone[1]]
+                outlet = None  # the last reference: liblsl destroys it, consumers lose it
+                logger.info("replay %s: signal outlet closed (outage)", self.stream_name)
+            if outlet is None and len(keep):
+                outlet = signal_outlet()  # back under the same source id
+                logger.info("replay %s: signal outlet back", self.stream_name)
+                waited = time.perf_counter()
+                while not outlet.has_consumers:
+                    if self.stop.wait(0.01):
+                        return
+                    if time.perf_counter() - waited > RECONNECT_TIMEOUT_S:
+                        raise TimeoutError(
+                            f"replay {self.stream_name}: no consumer reconnected within "
+                            f"{RECONNECT_TIMEOUT_S:g} s after the outage"
+                        )
+                gone = None
+            self._push(outlet, rows, start, stop, keep, t0)
             while next_event < len(events) and events[next_event].onset * rec.sfreq < stop:
                 ev = events[next_event]
                 markers.push_sample([ev.label], t0 + ev.onset)
@@ -197,3 +228,12 @@ class Replayer(threading.Thread):
         # keep the outlets alive until the consumer has read everything
         while not self.stop.wait(0.05):
             pass
+
+    def _push(
+        self, outlet: Any, rows: list[int], start: int, stop: int, keep: np.ndarray, t0: float
+    ) -> None:
+        """Send samples ``keep`` (indices into the recording, within ``[start, stop)``)."""
+        if len(keep):
+            x = np.asarray(self.rec.signals[rows, start:stop], dtype=np.float32)[:, keep - start]
+            outlet.push_chunk(np.ascontiguousarray(x.T), t0 + keep / self.rec.sfreq)  # (n, C)
+            self.n_sent += len(keep)

@@ -33,10 +33,10 @@ import numpy as np
 import torch
 from scipy import signal as sps
 
+from duin.data.filtering import BlockFilter
 from duin.data.preprocess import (
     PreprocessConfig,
     design_filter,
-    filter_padlen,
     parse_contact,
     resample_factors,
     resample_margin,
@@ -286,7 +286,9 @@ class OnlinePreprocessor:
                 f"expects {clf.sfreq:g} Hz"
             )
         self.zero_phase = self.sos is not None and config is not None and config.phase == "zero"
-        self.padlen = filter_padlen(self.sos) if self.zero_phase else 0
+        # the one chunked-filter implementation, shared with offline preprocessing
+        self._filter = None if self.sos is None else BlockFilter(self.sos, self.zero_phase)
+        self.padlen = 0 if self._filter is None else self._filter.padlen
         if not self.zero_phase:
             self.lookahead = 0
         elif lookahead_s is None:
@@ -295,8 +297,6 @@ class OnlinePreprocessor:
             if lookahead_s < 0:
                 raise ValueError(f"--lookahead must be >= 0 seconds, got {lookahead_s}")
             self.lookahead = int(round(lookahead_s * self.sfreq_in))
-        self._zi = None if self.sos is None else sps.sosfilt_zi(self.sos)  # (n_sections, 2)
-        self._state: np.ndarray | None = None  # forward-pass state (n_sections, n_channels, 2)
         if self.zero_phase and self.lookahead > 0:
             # The backward pass over the look-ahead only sets the state it enters the window
             # with, and that state is linear in the samples: state = y_ahead @ P + y_last * Q.
@@ -307,7 +307,7 @@ class OnlinePreprocessor:
             for j in range(1, self.lookahead):
                 powers[j] = a @ powers[j - 1]
             self._ahead = powers
-            self._ahead_start = np.linalg.matrix_power(a, self.lookahead) @ self._zi.ravel()
+            self._ahead_start = np.linalg.matrix_power(a, self.lookahead) @ self._filter.zi.ravel()
 
     @staticmethod
     def _check_missing(missing: list[str], contacts: list[str], stream: str) -> None:
@@ -320,7 +320,7 @@ class OnlinePreprocessor:
     @property
     def started(self) -> bool:
         """Whether the forward pass has started (it needs :attr:`n_start` samples)."""
-        return self.sos is None or self._state is not None
+        return self._filter is None or self._filter.started
 
     @property
     def n_start(self) -> int:
@@ -336,18 +336,9 @@ class OnlinePreprocessor:
 
         The first call must hold at least :attr:`n_start` samples (the start of the stream).
         """
-        if self.sos is None:
+        if self._filter is None:
             return m.copy()
-        if self._state is None:
-            zi = self._zi[:, None, :]
-            if self.zero_phase:
-                # the offline pass starts on an odd extension before sample 0
-                head = 2 * m[:, :1] - m[:, self.padlen : 0 : -1]
-                _, self._state = sps.sosfilt(self.sos, head, axis=-1, zi=zi * head[None, :, :1])
-            else:
-                self._state = zi * m[None, :, :1]
-        y, self._state = sps.sosfilt(self.sos, m, axis=-1, zi=self._state)
-        return y
+        return self._filter.forward(m)
 
     def backward(self, y: np.ndarray, n_keep: int, tail: np.ndarray | None = None) -> np.ndarray:
         """Zero-phase backward pass over forward output ``y`` ``(n_channels, n)``.
@@ -369,23 +360,16 @@ class OnlinePreprocessor:
         numpy.ndarray
             ``(n_channels, n_keep)`` zero-phase filtered samples.
         """
-        zi = self._zi[:, None, :]
+        bf = self._filter
         if tail is None and y.shape[1] - n_keep == self.lookahead > 0:
             ahead = y[:, n_keep:]
             state = ahead @ self._ahead + ahead[:, -1:] * self._ahead_start  # (C, 2 n_sections)
             state = state.reshape(len(y), -1, 2).transpose(1, 0, 2)  # sosfilt's zi layout
-            out, _ = sps.sosfilt(self.sos, y[:, n_keep - 1 :: -1], axis=-1, zi=state)
-            return out[:, ::-1]
-        if tail is None:
-            start = zi * y[None, :, -1:]
-        else:
-            ext = 2 * tail[:, -1:] - tail[:, -2::-1]  # odd extension after the last sample
-            ext_out, _ = sps.sosfilt(self.sos, ext, axis=-1, zi=self._state)
-            _, start = sps.sosfilt(
-                self.sos, ext_out[:, ::-1], axis=-1, zi=zi * ext_out[None, :, -1:]
-            )
-        out, _ = sps.sosfilt(self.sos, y[:, ::-1], axis=-1, zi=start)
-        return out[:, ::-1][:, :n_keep]
+            out, _ = bf.backward(y[:, :n_keep], state)
+            return out
+        start = bf.steady_state(y[:, -1]) if tail is None else bf.end_state(tail)
+        out, _ = bf.backward(y, start)
+        return out[:, :n_keep]
 
     def segment(self, start_out: int, n_out: int) -> tuple[int, int]:
         """Input samples ``[start, stop)`` whose filtered values give outputs ``[start_out, +n_out)``.

@@ -339,6 +339,7 @@ def replay_recordings(
     lookahead: float | None = None,
     channels: Sequence[str] | None = None,
     drop: tuple[float, float] | None = None,
+    outage: tuple[float, float] | None = None,
     quiet: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> StreamResult:
@@ -361,6 +362,9 @@ def replay_recordings(
         channels.
     drop : tuple of float, optional
         ``(start_s, duration_s)`` of each recording not sent (simulated missing samples).
+    outage : tuple of float, optional
+        ``(start_s, duration_s)`` of each recording during which the signal stream is gone
+        (simulated drop-out: the inlet reconnects when it comes back).
     log : callable, optional
         Receives one line per recording.
 
@@ -377,7 +381,7 @@ def replay_recordings(
         for rec in recs:
             key = recording_key(rec)
             name = f"duin-replay-{os.getpid()}-{key}"
-            player = Replayer(rec, name, speed=speed, channels=channels, drop=drop)
+            player = Replayer(rec, name, speed=speed, channels=channels, drop=drop, outage=outage)
             player.start()
             try:
                 player.ready.wait()
