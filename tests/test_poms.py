@@ -217,3 +217,13 @@ def test_finetune_poms_trains_every_subject(pooled_runs):
         app, "pretrain-mae", "--out", tmp / "m2", "--vqvae", pooled_runs["vq"], *common, ok=False
     )
     assert "multi-subject VQ-VAE run: pass --subjects" in refused
+
+
+def test_subjects_option_sets_data_subjects():
+    from duin.cli.train import with_subjects
+    from duin.config import ConfigError
+
+    assert with_subjects(["seed=1"], "all") == ["seed=1"]
+    assert with_subjects(None, "sub-01, 02") == ['data.subjects=["01", "02"]']
+    with pytest.raises(ConfigError, match="'all' or a list"):
+        with_subjects(None, " , ")
