@@ -191,7 +191,8 @@ class DataConfig:
 class VQVAERunConfig(RunConfig):
     """Stage 1 run: ``model`` is a :class:`~duin.models.config.VQVAEConfig`.
 
-    ``model.n_channels`` and ``model.n_subjects`` are set from the data (one subject per run).
+    ``model.n_channels`` and ``model.n_subjects`` are set from the data (one subject per run, or
+    every subject of a multi-subject run, :mod:`duin.workflows.pooled`).
     """
 
     model: VQVAEConfig = field(default_factory=VQVAEConfig)  # type: ignore[assignment]

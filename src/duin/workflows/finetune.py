@@ -1,9 +1,8 @@
 """Stage 3: fine-tune and test a word classifier per subject and seed; the one fine-tuning path.
 
 Du-IN variants (``scratch``, ``vqvae``, ``vqvae+vq``, ``mae``, ``poms``) and the benchmark's
-baselines
-go through :func:`finetune`; they differ only in the ``build_model`` hook that makes the
-classifier of one subject (:func:`duin_classifier` by default). ``poms`` starts every subject
+baselines all go through :func:`finetune`; they differ only in the ``build_model`` hook that
+makes the classifier of one subject (:func:`duin_classifier` by default). ``poms`` starts every subject
 from a multi-subject MAE run (``RUN/pooled/checkpoints/last``, :mod:`duin.workflows.pooled`):
 the subject's own subject-layer row, the shared tokenizer and encoder.
 
