@@ -30,6 +30,10 @@ _SMALL_HEADS = {"n_heads": 2, "d_head": 16, "d_ff": 32}
 _SMALL_TRANSFORMER = {"n_blocks": 1, **_SMALL_HEADS}
 _TINY_BRANT = {"conv_filters": [4, 4, 4], "temporal_blocks": 1, "spatial_blocks": 1, **_SMALL_HEADS}
 _TINY_LABRAM = {**_SMALL_TRANSFORMER, "conv_filters": [4, 4, 4], "norm_groups": 2}
+# Electrode positions (metres) of the 10 test channels: LaBraM-PopT cannot be built without them.
+POSITIONS = [[0.01 * c, -0.02 + 0.003 * c, 0.005 * (c % 3)] for c in range(10)]
+#: Fields a model needs from the data (not in its defaults).
+FROM_DATA: dict[str, dict] = {"labram_popt": {"channel_positions": POSITIONS}}
 TINY: dict[str, dict] = {
     "tstcc": {"filters": [8, 16, 32]},
     "tstcc_pretrain": {"filters": [8, 16, 32], "d_context": 32, "context_blocks": 1},
@@ -43,6 +47,7 @@ TINY: dict[str, dict] = {
     "brant": _TINY_BRANT,
     "brant_pretrain": _TINY_BRANT,
     "labram": _TINY_LABRAM,
+    "labram_popt": {**_TINY_LABRAM, **FROM_DATA["labram_popt"]},
     "labram_tokenizer": {**_TINY_LABRAM, "quantizer": {"n_codes": 64, "d_code": 8}},
     "labram_pretrain": {**_TINY_LABRAM, "n_codes": 64},
 }
@@ -95,7 +100,12 @@ def test_registry_and_table() -> None:
         assert config_cls is info.config_class
         assert issubclass(model_cls, baselines.BaselineClassifier)
     levels = {info.name: info.token_level for info in BASELINES.values()}
-    assert {n for n, lv in levels.items() if lv == "channel"} == {"brainbert", "brant", "labram"}
+    assert {n for n, lv in levels.items() if lv == "channel"} == {
+        "brainbert",
+        "brant",
+        "labram",
+        "labram_popt",
+    }
 
 
 @pytest.mark.parametrize(
@@ -303,7 +313,7 @@ def test_every_model_has_a_tiny_test_config() -> None:
 def test_quick_variant_runs(name: str) -> None:
     """The documented CPU variants build, stay small and run one forward pass."""
     _, config_class = get_model_class(name)
-    config = config_class.quick()
+    config = config_class.quick(**FROM_DATA.get(name, {}))
     model = create_model(name, config).eval()
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) < 3_000_000, name
     batch = {"x": torch.randn(2, 10, config.n_times), "subject": torch.zeros(2, dtype=torch.int64)}
@@ -326,11 +336,13 @@ DEFAULT_PARAMS = {
     "brainbert": 43_551_293,  # 43.58M
     "brant": 69_258_749,  # 69.35M
     "labram": 6_573_933,  # 6.85M
+    "labram_popt": 6_581_733,  # 6.85M: LaBraM less its channel table, plus the position Linear
 }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CLASSIFIERS)
 def test_default_parameter_counts(name: str) -> None:
-    model = create_model(name)
+    _, config_class = get_model_class(name)
+    model = create_model(name, config_class(**FROM_DATA.get(name, {})))
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == DEFAULT_PARAMS[name]

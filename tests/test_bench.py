@@ -225,5 +225,5 @@ def test_model_names_cover_table2():
     names = model_names()
     assert set(DUIN_MODELS) <= set(names)
     assert {"tstcc", "cnn_bigru", "eeg_conformer", "neurobert", "dewave"} <= set(names)
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 14  # Table 2: 9 baselines, 5 Du-IN rows
     assert os.path.basename(str(load_bench("bench").source)) == "bench.yaml"

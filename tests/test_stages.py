@@ -179,7 +179,9 @@ def test_build_classifier_variants_transfer_weights():
         ("mae", "vq", "needs a DuINMAE"),
         ("vqvae", "mae", "needs a DuINVQVAE"),
         ("scratch", "vq", "takes no init"),
-        ("poms", None, "unknown variant"),
+        ("poms", None, "needs an init"),
+        ("poms", "vq", "needs a DuINMAE"),
+        ("best", None, "unknown variant"),
     ],
 )
 def test_build_classifier_rejects_wrong_init(variant, init, needle):
@@ -195,7 +197,7 @@ def test_build_classifier_rejects_wrong_init(variant, init, needle):
 
 
 def test_variants_constant():
-    assert VARIANTS == ("scratch", "vqvae", "vqvae+vq", "mae")
+    assert VARIANTS == ("scratch", "vqvae", "vqvae+vq", "mae", "poms")
 
 
 class _Toy(torch.utils.data.Dataset):

@@ -8,6 +8,7 @@ commands also run as N ``torchrun`` processes (:mod:`duin.cli.launch`, docs/scal
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,6 +52,41 @@ def echo_report(report: dict[str, Any], run_dir: Path) -> None:
     typer.echo(f"report: {run_dir / 'report.md'}")
 
 
+#: ``--subjects`` of the pretraining commands: one multi-subject model instead of one per subject.
+SubjectsOption = Annotated[
+    str | None,
+    typer.Option(
+        "--subjects",
+        metavar="all|ID,ID,...",
+        help="Train ONE multi-subject (poms) model over these subjects ('all': every subject "
+        "of the data); checkpoints in OUT/pooled/checkpoints.",
+    ),
+]
+
+
+def with_subjects(set_: list[str] | None, subjects: str | None) -> list[str] | None:
+    """``--set`` items plus ``data.subjects`` from a ``--subjects`` list (``all`` adds nothing).
+
+    Parameters
+    ----------
+    set_ : list of str or None
+        The command's ``--set`` items.
+    subjects : str or None
+        ``--subjects``: ``all`` or comma-separated subject ids.
+
+    Returns
+    -------
+    list of str or None
+        The items to resolve the configuration with.
+    """
+    if subjects is None or subjects.strip() == "all":
+        return set_
+    ids = [s.strip().removeprefix("sub-") for s in subjects.split(",") if s.strip()]
+    if not ids:
+        raise ConfigError(f"invalid --subjects {subjects!r}: 'all' or a list such as 01,02")
+    return [*(set_ or []), f"data.subjects={json.dumps(ids)}"]
+
+
 def select_channels_cmd(
     out: OutOption,
     k: Annotated[
@@ -91,18 +127,23 @@ def pretrain_vqvae_cmd(
     resume: ResumeOption = False,
     precision: PrecisionOption = None,
     quiet: QuietOption = False,
+    subjects: SubjectsOption = None,
 ) -> None:
-    """Stage 1: select channels (training trials only) and train a VQ-VAE codex per subject."""
-    set_ = with_precision(set_, precision)
+    """Stage 1: select channels (training trials only) and train a VQ-VAE codex per subject
+    (or one over several subjects with --subjects)."""
+    set_ = with_subjects(with_precision(set_, precision), subjects)
+    from duin.workflows.pooled import pretrain_vqvae_pooled
     from duin.workflows.pretrain import pretrain_vqvae
 
     cfg = stage_config("vqvae", config, set_, seed, data)
     selection = selection_config(config, set_, seed, data)
+    train = pretrain_vqvae if subjects is None else pretrain_vqvae_pooled
+    where = "sub-*" if subjects is None else "pooled"
     with torchrun_session(cfg.trainer.device, out):
-        run = pretrain_vqvae(
+        run = train(
             cfg, out, selection=selection, cache=cache, resume=resume, quiet=apply_quiet(quiet)
         )
-        echo_main(f"VQ-VAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
+        echo_main(f"VQ-VAE run: {run} (checkpoints: {run}/{where}/checkpoints/last)")
 
 
 def pretrain_mae_cmd(
@@ -126,19 +167,27 @@ def pretrain_mae_cmd(
             help="Train even on a VQ-VAE whose codex perplexity is below min_codex_perplexity.",
         ),
     ] = False,
+    subjects: SubjectsOption = None,
 ) -> None:
-    """Stage 2: masked code modelling with targets from the frozen stage-1 VQ-VAE."""
-    set_ = with_precision(set_, precision)
+    """Stage 2: masked code modelling with targets from the frozen stage-1 VQ-VAE (one MAE
+    over several subjects with --subjects, on a --subjects VQ-VAE)."""
+    set_ = with_subjects(with_precision(set_, precision), subjects)
+    from duin.workflows.pooled import pretrain_mae_pooled
     from duin.workflows.pretrain import pretrain_mae
+    from duin.workflows.rundir import is_pooled_run
 
     cfg = stage_config("mae", config, set_, seed, data)
     if not (vqvae / "channels.json").is_file():
         raise FileNotFoundError(f"{vqvae}: not a 'duin pretrain-vqvae' run (no channels.json)")
+    if subjects is None and is_pooled_run(vqvae):
+        raise ConfigError(f"{vqvae} is a multi-subject VQ-VAE run: pass --subjects all (or a list)")
+    train = pretrain_mae if subjects is None else pretrain_mae_pooled
+    where = "sub-*" if subjects is None else "pooled"
     with torchrun_session(cfg.trainer.device, out):
-        run = pretrain_mae(
+        run = train(
             cfg, out, vqvae, cache=cache, resume=resume, quiet=apply_quiet(quiet), force=force
         )
-        echo_main(f"MAE run: {run} (checkpoints: {run}/sub-*/checkpoints/last)")
+        echo_main(f"MAE run: {run} (checkpoints: {run}/{where}/checkpoints/last)")
 
 
 def finetune_cmd(
@@ -155,7 +204,8 @@ def finetune_cmd(
         str | None,
         typer.Option(
             "--variant",
-            help="scratch, vqvae, vqvae+vq or mae (default: the config's, or the --init kind).",
+            help="scratch, vqvae, vqvae+vq, mae or poms (default: the config's, or the --init "
+            "kind).",
         ),
     ] = None,
     config: ConfigOption = None,

@@ -11,7 +11,9 @@ function that builds the model, wires the hand-off from the previous stage and c
 3. :func:`train_classifier`: the word classifier. The paper's variants are configurations,
    not code paths (:data:`VARIANTS`): ``scratch``; ``vqvae`` (encoder initialised from the
    VQ-VAE); ``vqvae+vq`` (encoder and frozen codex from the VQ-VAE, the head reads quantised
-   tokens); ``mae`` (encoder from the MAE). Nothing is frozen except the codex in ``vqvae+vq``.
+   tokens); ``mae`` (encoder from the MAE); ``poms`` (encoder from one subject's cut of a
+   multi-subject MAE, :func:`duin.models.subjects.extract_subject`). Nothing is frozen except
+   the codex in ``vqvae+vq``.
 
 Model selection is leak-free by default: the trainer keeps the best validation epoch (ties keep
 the earliest) and the test split is evaluated once, on that checkpoint
@@ -79,7 +81,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Classifier initialisations of the paper's Table 2 (``cls.variant``).
-VARIANTS: tuple[str, ...] = ("scratch", "vqvae", "vqvae+vq", "mae")
+VARIANTS: tuple[str, ...] = ("scratch", "vqvae", "vqvae+vq", "mae", "poms")
 
 #: Model fields that must equal those of the checkpoint an encoder is transferred from.
 ARCHITECTURE_FIELDS: tuple[str, ...] = (
@@ -189,7 +191,8 @@ class DataConfig:
 class VQVAERunConfig(RunConfig):
     """Stage 1 run: ``model`` is a :class:`~duin.models.config.VQVAEConfig`.
 
-    ``model.n_channels`` and ``model.n_subjects`` are set from the data (one subject per run).
+    ``model.n_channels`` and ``model.n_subjects`` are set from the data (one subject per run, or
+    every subject of a multi-subject run, :mod:`duin.workflows.pooled`).
     """
 
     model: VQVAEConfig = field(default_factory=VQVAEConfig)  # type: ignore[assignment]
@@ -222,9 +225,9 @@ class ClsRunConfig(RunConfig):
 
     Parameters
     ----------
-    variant : {"scratch", "vqvae", "vqvae+vq", "mae"}
+    variant : {"scratch", "vqvae", "vqvae+vq", "mae", "poms"}
         Initialisation (see :data:`VARIANTS`); every variant but ``scratch`` needs an init
-        checkpoint.
+        checkpoint (``poms``: a multi-subject MAE run).
     seeds : list of int or None
         Seeds to run per subject (each changes split, init, order and augmentation; the paper
         uses 42, 0, 1, 2, 3, 4). ``None``: just ``seed``.
@@ -232,7 +235,7 @@ class ClsRunConfig(RunConfig):
 
     model: ClassifierConfig = field(default_factory=ClassifierConfig)  # type: ignore[assignment]
     data: DataConfig = field(default_factory=DataConfig)  # type: ignore[assignment]
-    variant: Literal["scratch", "vqvae", "vqvae+vq", "mae"] = "scratch"
+    variant: Literal["scratch", "vqvae", "vqvae+vq", "mae", "poms"] = "scratch"
     seeds: list[int] | None = None
 
     def validate(self) -> None:
@@ -492,10 +495,11 @@ def train_vqvae(
     run_dir: str | Path,
     *,
     n_channels: int,
+    subject_channels: Sequence[int] | None = None,
     resume: bool = False,
     quiet: bool = False,
 ) -> TrainResult:
-    """Stage 1: train the VQ-VAE tokenizer on pretraining crops of one subject.
+    """Stage 1: train the VQ-VAE tokenizer on pretraining crops of one subject (or several).
 
     Parameters
     ----------
@@ -507,6 +511,9 @@ def train_vqvae(
         Trainer run directory.
     n_channels : int
         Input channels (overrides ``cfg.model.n_channels``).
+    subject_channels : sequence of int, optional
+        Real channel count of each subject of a multi-subject model, in subject-index order
+        (``n_channels`` is then their maximum). Default: one subject.
     resume : bool
         Continue an interrupted run.
     quiet : bool
@@ -518,7 +525,10 @@ def train_vqvae(
         ``checkpoints/last`` is the tokenizer used downstream (reference §3.3).
     """
     torch.manual_seed(cfg.seed)
-    model_cfg = model_config(cfg.model, VQVAEConfig, n_channels=n_channels, n_subjects=1)
+    subjects: dict[str, Any] = {"n_subjects": 1, "subject_channels": None}
+    if subject_channels is not None:
+        subjects = {"n_subjects": len(subject_channels), "subject_channels": list(subject_channels)}
+    model_cfg = model_config(cfg.model, VQVAEConfig, n_channels=n_channels, **subjects)
     model = DuINVQVAE(model_cfg)
     _log_model("VQ-VAE", model)
     return _fit(
@@ -608,11 +618,12 @@ def build_classifier(
         Classifier configuration (head, loss, ``n_times``, ``n_classes``).
     n_channels : int
         Input channels.
-    variant : {"scratch", "vqvae", "vqvae+vq", "mae"}
+    variant : {"scratch", "vqvae", "vqvae+vq", "mae", "poms"}
         Initialisation.
     init : DuINModel, optional
         The pretrained model for every variant but ``scratch`` (a VQ-VAE for ``vqvae`` and
-        ``vqvae+vq``, an MAE for ``mae``). Its architecture fields (:data:`ARCHITECTURE_FIELDS`)
+        ``vqvae+vq``, an MAE for ``mae``, the subject's single-subject cut of the pooled MAE
+        for ``poms``). Its architecture fields (:data:`ARCHITECTURE_FIELDS`)
         replace those of ``model_cfg``.
 
     Returns
@@ -633,7 +644,7 @@ def build_classifier(
         if init is not None:
             raise ValueError("variant 'scratch' takes no init checkpoint")
     else:
-        expected = DuINMAE if variant == "mae" else DuINVQVAE
+        expected = DuINMAE if variant in ("mae", "poms") else DuINVQVAE
         if init is None:
             raise ValueError(
                 f"variant {variant!r} needs an init checkpoint (a {expected.__name__})"

@@ -1,8 +1,10 @@
 """Stage 3: fine-tune and test a word classifier per subject and seed; the one fine-tuning path.
 
-Du-IN variants (``scratch``, ``vqvae``, ``vqvae+vq``, ``mae``) and the benchmark's baselines
-all go through :func:`finetune`; they differ only in the ``build_model`` hook that makes the
-classifier of one subject (:func:`duin_classifier` by default).
+Du-IN variants (``scratch``, ``vqvae``, ``vqvae+vq``, ``mae``, ``poms``) and the benchmark's
+baselines all go through :func:`finetune`; they differ only in the ``build_model`` hook that
+makes the classifier of one subject (:func:`duin_classifier` by default). ``poms`` starts every subject
+from a multi-subject MAE run (``RUN/pooled/checkpoints/last``, :mod:`duin.workflows.pooled`):
+the subject's own subject-layer row, the shared tokenizer and encoder.
 
 Reads the data (:mod:`duin.workflows.prepare`) and, to initialise from pretraining, a
 pretraining run's ``channels.json`` and ``sub-XX/checkpoints/last``. Writes a run directory:
@@ -37,6 +39,7 @@ from duin.training.stages import (
     write_json,
 )
 from duin.workflows.evaluate import evaluate
+from duin.workflows.pooled import subject_models
 from duin.workflows.prepare import (
     PreparedData,
     SubjectTrials,
@@ -51,6 +54,8 @@ from duin.workflows.rundir import (
     cache_dir,
     check_kind,
     checkpoint_dir,
+    is_pooled_run,
+    pooled_checkpoint_dir,
     read_channels,
     start_run,
     write_channels,
@@ -103,7 +108,7 @@ def duin_classifier(cfg: ClsRunConfig, variant: str, init_model: Any = None) -> 
     cfg : ClsRunConfig
         Stage configuration (its ``model`` section; ``n_classes`` follows the trials).
     variant : str
-        ``scratch``, ``vqvae``, ``vqvae+vq`` or ``mae``.
+        ``scratch``, ``vqvae``, ``vqvae+vq``, ``mae`` or ``poms``.
     init_model : nn.Module, optional
         The pretrained model the variant initialises from.
 
@@ -130,6 +135,7 @@ _VARIANT_KINDS: dict[str, tuple[str, ...]] = {
     "mae": ("duin_mae",),
     "vqvae": ("duin_vqvae",),
     "vqvae+vq": ("duin_vqvae",),
+    "poms": ("duin_mae",),
 }
 
 
@@ -155,7 +161,8 @@ def finetune(
         Run directory.
     init_ckpt : str or pathlib.Path, optional
         A pretraining run directory (``sub-XX/checkpoints/last`` per subject, channels from its
-        ``channels.json``) or one checkpoint directory (single subject).
+        ``channels.json``), a multi-subject MAE run (``pooled/checkpoints/last``; variant
+        ``poms``) or one checkpoint directory (single subject).
     variant : str, optional
         Overrides ``cfg.variant``; with ``init_ckpt`` and variant ``scratch`` in the config,
         the variant follows the checkpoint (``mae`` or ``vqvae``). With ``build_model``, the
@@ -185,8 +192,12 @@ def finetune(
     else:  # check the hand-off before any data work
         if not init_run.exists():
             raise FileNotFoundError(f"init checkpoint not found: {init_run}")
+        pooled = is_pooled_run(init_run)
         if (init_run / "model.safetensors").is_file():
             ckpts = [init_run]
+        elif pooled:
+            ckpts = [pooled_checkpoint_dir(init_run)]
+            variant = variant or "poms"
         else:
             wanted = cfg.data.subjects or sorted(read_channels(init_run))
             ckpts = [checkpoint_dir(init_run, str(s)) for s in wanted]
@@ -202,6 +213,12 @@ def finetune(
             raise ValueError(
                 f"cannot initialise a classifier from {init_run} (checkpoints {sorted(map(str, kinds))}); "
                 f"variant must be one of {', '.join(_VARIANT_KINDS)}"
+            )
+        if pooled != (variant == "poms"):
+            raise ValueError(
+                f"variant {variant!r} cannot start from {init_run}: variant poms needs a "
+                "multi-subject MAE run ('duin pretrain-mae --subjects ...') and other variants "
+                "a per-subject run"
             )
         for c in ckpts:
             check_kind(c, _VARIANT_KINDS[variant], f"variant {variant}")
@@ -224,12 +241,16 @@ def finetune(
         write_channels(
             out, {s: channels[s] for s in prepared.subjects}, method=f"from {init_run}", seed=None
         )
+    # poms: every subject's cut of the one pooled MAE (loaded once)
+    poms_inits = subject_models(init_run, prepared.subjects) if variant == "poms" else {}
     results = []
     for subject in prepared.subjects:
         if subject not in channels:
             raise ValueError(f"no channel selection for subject {subject!r} (from {init_run})")
         init_model = None
-        if init_run is not None:
+        if subject in poms_inits:
+            init_model = poms_inits[subject]
+        elif init_run is not None:
             init_model = load_model(checkpoint_dir(init_run, subject))
         build = build_model or duin_classifier(cfg, variant, init_model)
         for seed in cfg.run_seeds:

@@ -2,7 +2,8 @@
 
 Reads and writes, inside a run directory ``OUT``: ``config.yaml`` (the resolved configuration,
 checked on ``--resume``), ``channels.json`` (channels per subject and how they were chosen),
-``data.json`` (data source and protocol), and finds ``OUT/sub-XX/checkpoints/<name>``.
+``data.json`` (data source and protocol), and finds ``OUT/sub-XX/checkpoints/<name>`` (one
+model per subject) or ``OUT/pooled/checkpoints/<name>`` (one multi-subject model).
 
 Under ``torchrun`` every rank runs the workflow; the writers here are collective: rank 0 writes,
 and every rank waits until it has, so no rank reads a half-updated run directory.
@@ -26,11 +27,14 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CHANNELS_FILE",
+    "POOLED_DIR",
     "RESULT_FILE",
     "TRIAL_DATA_FILE",
     "cache_dir",
     "check_kind",
     "checkpoint_dir",
+    "is_pooled_run",
+    "pooled_checkpoint_dir",
     "read_channels",
     "start_run",
     "write_channels",
@@ -40,6 +44,8 @@ __all__ = [
 CHANNELS_FILE = "channels.json"
 RESULT_FILE = "result.json"
 TRIAL_DATA_FILE = "trial_data.json"
+#: Trainer run of a multi-subject model, in place of the ``sub-XX`` directories.
+POOLED_DIR = "pooled"
 
 
 def write_channels(
@@ -120,3 +126,19 @@ def check_kind(ckpt: Path, names: Sequence[str], what: str) -> None:
         raise ValueError(
             f"{what} needs a {' or '.join(names)} checkpoint; {ckpt} holds {meta.get('name')!r}"
         )
+
+
+def is_pooled_run(run: Path) -> bool:
+    """Whether ``run`` is a multi-subject pretraining run (``run/pooled/checkpoints``)."""
+    return (Path(run) / POOLED_DIR / "checkpoints").is_dir()
+
+
+def pooled_checkpoint_dir(run: Path, name: str = "last") -> Path:
+    """``run/pooled/checkpoints/<name>`` of a multi-subject pretraining run."""
+    path = Path(run) / POOLED_DIR / "checkpoints" / name
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(
+            f"{path}: no multi-subject checkpoint; is {run} a finished "
+            "'--subjects' pretraining run?"
+        )
+    return path

@@ -47,6 +47,11 @@ from duin.models.baselines.labram import (
     LaBraMTokenizer,
     LaBraMTokenizerConfig,
 )
+from duin.models.baselines.labram_popt import (
+    LaBraMPopT,
+    LaBraMPopTConfig,
+    MissingCoordinatesError,
+)
 from duin.models.baselines.neurobert import (
     NeuroBERT,
     NeuroBERTConfig,
@@ -78,10 +83,13 @@ __all__ = [
     "EEGConformerConfig",
     "LaBraM",
     "LaBraMConfig",
+    "LaBraMPopT",
+    "LaBraMPopTConfig",
     "LaBraMPretrain",
     "LaBraMPretrainConfig",
     "LaBraMTokenizer",
     "LaBraMTokenizerConfig",
+    "MissingCoordinatesError",
     "NeuroBERT",
     "NeuroBERTConfig",
     "NeuroBERTPretrain",
@@ -171,6 +179,11 @@ BASELINES: dict[str, BaselineInfo] = {
         BaselineInfo(
             "labram", "channel", True, ("labram_tokenizer", "labram_pretrain"), LaBraMConfig,
             LaBraMPretrainConfig, 200.0, "Jiang et al., ICLR 2024", "6.85M", "11.53 +- 2.63",
+        ),
+        BaselineInfo(
+            "labram_popt", "channel", False, (), LaBraMPopTConfig, None, 200.0,
+            "Chau et al., ICLR 2025 (PopT) on Jiang et al., ICLR 2024", "6.85M",
+            "11.78 +- 2.70",
         ),
     )
 }  # fmt: skip

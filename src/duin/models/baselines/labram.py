@@ -27,7 +27,8 @@ mean pooling and a 10-20 electrode embedding; here the shared Du-IN blocks (post
 QK-LayerNorm, ReLU), a learned per-input-channel embedding (sEEG has no standard montage) and
 the Du-IN paper's flatten head. The Du-IN paper's code description lists 8 blocks; App. B says
 LaBraM-Base "at original settings" (12 blocks), which also matches Table 2's 6.85M better.
-LaBraM-PopT (channel positions from 3-D coordinates) is not implemented.
+LaBraM-PopT (channel positions from 3-D coordinates instead of the per-channel table) is
+:mod:`duin.models.baselines.labram_popt`.
 """
 
 from __future__ import annotations
@@ -124,10 +125,14 @@ class LaBraMBackbone(nn.Module):
         """``(B, C, T)`` -> patch embeddings ``(B, C, N, d_model)`` (no position terms)."""
         return self.patch_embed(to_patches(x, self.patch_len))
 
+    def channel_term(self) -> torch.Tensor:
+        """What identifies each channel, added to its tokens: ``(n_channels, d_model)``."""
+        return self.channel_embedding
+
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Add channel/time embeddings to ``(B, C, N, D)`` and run the transformer; same shape."""
         batch, n_channels, n_patches, d = tokens.shape
-        h = tokens + self.channel_embedding[:, None] + self.time_embedding[None, :n_patches]
+        h = tokens + self.channel_term()[:, None] + self.time_embedding[None, :n_patches]
         h = self.encoder(h.reshape(batch, n_channels * n_patches, d))
         return h.reshape(batch, n_channels, n_patches, d)
 

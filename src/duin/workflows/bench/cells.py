@@ -42,6 +42,7 @@ from duin.workflows.bench.plan import (
 )
 from duin.workflows.bench.report import collect_entry, write_entry_outputs, write_grid
 from duin.workflows.finetune import BuiltClassifier, finetune
+from duin.workflows.pooled import pretrain_mae_pooled, pretrain_vqvae_pooled
 from duin.workflows.prepare import SubjectTrials, prepare_data, pretrain_sets, select_channels
 from duin.workflows.pretrain import pretrain_mae, pretrain_vqvae
 
@@ -50,10 +51,10 @@ __all__ = ["run_bench"]
 logger = logging.getLogger(__name__)
 
 
-def _subject_view(prepared: Any, subject: str) -> Any:
-    """The prepared data restricted to one subject (same cache and index)."""
+def _subject_view(prepared: Any, *subjects: str) -> Any:
+    """The prepared data restricted to some subjects (same cache and index)."""
     loaded = dataclasses.replace(
-        prepared.loaded, recordings={subject: prepared.loaded.recordings[subject]}
+        prepared.loaded, recordings={s: prepared.loaded.recordings[s] for s in subjects}
     )
     return dataclasses.replace(prepared, loaded=loaded)
 
@@ -92,8 +93,10 @@ class _Context:
         seed: int,
         shared: Path,
         quiet: bool,
+        pooled: _Pooled | None = None,
     ) -> None:
         self.entry = entry
+        self.pooled = pooled
         self.view = _subject_view(prepared, subject)
         self.subject = subject
         self.seed = seed
@@ -176,7 +179,79 @@ class _Context:
             cfg = _with_subject(self.entry.stages["mae"], self.seed, self.subject, chans)
             deps["vqvae"] = content_key(self._vq_cfg())
             deps["mae"] = content_key(cfg)
+        elif variant == "poms":
+            deps["pooled"] = self._pooled().key(self.seed)
         return deps
+
+    def _pooled(self) -> _Pooled:
+        if self.pooled is None:
+            raise ValueError("duin_poms needs the benchmark's pooled pretraining (run_bench)")
+        return self.pooled
+
+    def positions(self) -> list[list[float]]:
+        """Electrode coordinates (metres) of this subject's channels, in channel order."""
+        chans, _ = self.channels()
+        _, coords = self.view.channel_info(self.subject)
+        missing = [c for c in chans if c not in coords]
+        if missing:
+            raise ValueError(
+                f"labram_popt needs electrode coordinates: sub-{self.subject} of "
+                f"{self.view.loaded.source or 'the simulated corpus'} has none for {missing[:3]}"
+                f"{'...' if len(missing) > 3 else ''} (BIDS electrodes.tsv gives them)"
+            )
+        return [list(coords[c]) for c in chans]
+
+
+class _Pooled:
+    """The multi-subject VQ-VAE and MAE of ``duin_poms``, one pair per seed (lazily trained)."""
+
+    def __init__(
+        self, entry: BenchEntry, prepared: Any, contexts: Mapping[tuple[str, int], _Context]
+    ) -> None:
+        self.entry = entry
+        self.contexts = contexts
+        self.subjects = sorted({s for s, _ in contexts})
+        self.view = _subject_view(prepared, *self.subjects)
+        self._runs: dict[int, Path] = {}
+
+    def _configs(self, seed: int) -> tuple[Any, Any, str]:
+        """(VQ-VAE config, MAE config, content key) of this seed's pooled pretraining."""
+        chosen = {s: self.contexts[(s, seed)].channels() for s in self.subjects}
+        channels = {s: list(c) for s, (c, _) in chosen.items()}
+
+        def pooled(stage: str) -> Any:
+            cfg = self.entry.stages[stage]
+            data = dataclasses.replace(cfg.data, subjects=self.subjects, channels=channels)
+            return dataclasses.replace(cfg, seed=seed, data=data)
+
+        vq, mae = pooled("vqvae"), pooled("mae")
+        key = content_key({"vqvae": vq, "mae": mae, "channels": [k for _, k in chosen.values()]})
+        return vq, mae, key
+
+    def key(self, seed: int) -> str:
+        """Content key of this seed's pooled pretraining (for the cell keys)."""
+        return self._configs(seed)[2]
+
+    def mae(self, seed: int) -> Path:
+        """The pooled MAE run of ``seed`` (VQ-VAE and MAE trained on first use)."""
+        if seed not in self._runs:
+            vq_cfg, mae_cfg, key = self._configs(seed)
+            ctx = self.contexts[(self.subjects[0], seed)]
+            root = ctx.shared.parent.parent / "pooled" / f"seed-{seed}"
+            vq, mae = root / f"vqvae-{key}", root / f"mae-{key}"
+            quiet = ctx.quiet
+            if not _done(vq / "data.json"):
+                logger.info(
+                    "bench: pooled VQ-VAE seed %d (%d subjects) -> %s", seed, len(self.subjects), vq
+                )
+                pretrain_vqvae_pooled(vq_cfg, vq, prepared=self.view, resume=True, quiet=quiet)
+            if not _done(mae / "data.json"):
+                logger.info("bench: pooled MAE seed %d -> %s", seed, mae)
+                pretrain_mae_pooled(
+                    mae_cfg, mae, vq, prepared=self.view, resume=True, quiet=quiet, force=True
+                )
+            self._runs[seed] = mae
+        return self._runs[seed]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,6 +273,8 @@ def _run_duin_cell(ctx: _Context, cell: _Cell) -> None:
         init = ctx.vqvae()
     elif variant == "mae":
         init = ctx.mae()
+    elif variant == "poms":
+        init = ctx._pooled().mae(ctx.seed)
     cfg = _cls_config(ctx, variant)
     finetune(cfg, cell.dir, init, variant, prepared=ctx.view, resume=True, quiet=ctx.quiet)  # type: ignore[arg-type]
 
@@ -227,12 +304,12 @@ def _baseline_plan(ctx: _Context, name: str, sfreq: float, n_classes: int) -> di
     extra = settings.baselines.get(name, BaselineSettings())
     chans, _ = ctx.channels()
     cls = ctx.entry.stages["cls"]
-    fixed = {"n_channels": len(chans), "n_subjects": 1, "sfreq": float(sfreq)}
+    fixed: dict[str, Any] = {"n_channels": len(chans), "n_subjects": 1, "sfreq": float(sfreq)}
+    model_fixed = {**fixed, "n_times": cls.model.n_times, "n_classes": n_classes}
+    if "channel_positions" in {f.name for f in dataclasses.fields(info.config_class)}:
+        model_fixed["channel_positions"] = ctx.positions()  # LaBraM-PopT
     model_cfg = _baseline_config(
-        info.config_class,
-        settings.baseline_size,
-        {**fixed, "n_times": cls.model.n_times, "n_classes": n_classes},
-        extra.model,
+        info.config_class, settings.baseline_size, model_fixed, extra.model
     )
     pretrained = info.pretrained if extra.pretrained is None else extra.pretrained
     stages: list[tuple[str, Any]] = []
@@ -422,6 +499,17 @@ def _cell_key(ctx: _Context, cell: _Cell) -> str:
     return content_key(payload)
 
 
+def _check_coordinates(prepared: Any, subjects: Sequence[str]) -> None:
+    """Fail before any work when a subject has no electrode coordinates (``labram_popt``)."""
+    without = [s for s in subjects if not prepared.channel_info(s)[1]]
+    if without:
+        raise ValueError(
+            f"labram_popt needs electrode coordinates, but subject(s) {without} of "
+            f"{prepared.loaded.source or 'the data'} have none (BIDS electrodes.tsv, or the "
+            "simulator, provide them); drop labram_popt from bench.models"
+        )
+
+
 def run_bench(
     config: str | Path = "bench",
     out: str | Path = "duin-bench",
@@ -486,11 +574,20 @@ def run_bench(
             raise ValueError(
                 f"bench.subjects: {missing} not in the data; available: {prepared.subjects}"
             )
+        if "labram_popt" in entry.settings.models:
+            _check_coordinates(prepared, subjects)
         n_cells = len(subjects) * len(entry.settings.seeds) * len(entry.settings.models)
         i = 0
+        contexts = {
+            (subject, seed): _Context(entry, prepared, subject, seed, out / "shared", quiet)
+            for subject in subjects
+            for seed in entry.settings.seeds
+        }
+        pooled = _Pooled(entry, prepared, contexts)
         for subject in subjects:
             for seed in entry.settings.seeds:
-                ctx = _Context(entry, prepared, subject, seed, out / "shared", quiet)
+                ctx = contexts[(subject, seed)]
+                ctx.pooled = pooled
                 for model in entry.settings.models:
                     i += 1
                     cell = _Cell(

@@ -7,7 +7,8 @@ fully validated stage configurations (it writes nothing).
 The benchmark runs the baselines (:data:`duin.models.baselines.BASELINES`; the self-supervised
 ones are pretrained with their ``<name>_pretrain`` models and moved into the classifier with
 :func:`~duin.models.baselines.transfer_backbone`) and the Du-IN variants ``duin_scratch``,
-``duin_vqvae``, ``duin_vqvae+vq`` and ``duin_mae`` over subjects and seeds, and reports
+``duin_vqvae``, ``duin_vqvae+vq``, ``duin_mae`` and ``duin_poms`` over subjects and seeds, and
+reports
 mean ± SE across subjects (the paper's SE: population SD of the subject means / sqrt(n)) next
 to chance and, on simulated data, the simulator's oracle ceiling.
 
@@ -22,6 +23,12 @@ Protocol (the same for every model):
   :func:`duin.workflows.prepare.prepare_data` (non-task recordings by default), once per
   (subject, seed) and configuration, cached content-keyed under ``OUT/shared`` so that grid
   entries that do not change it (e.g. the MAE mask ratio) reuse the same VQ-VAE;
+- ``duin_poms``: one VQ-VAE and one MAE per seed pretrained over all the benchmark's subjects at
+  once (:mod:`duin.workflows.pooled`; each subject with its own channels and its own leak-free
+  windows), cached under ``OUT/shared/pooled/seed-N``; each subject's classifier starts from
+  its cut of that MAE;
+- ``labram_popt`` needs electrode coordinates (BIDS ``electrodes.tsv``, the simulator): data
+  without them fail with one line naming the subject;
 - fine-tuning with the ``cls`` recipe and the one trainer, best validation epoch, test evaluated
   once.
 
@@ -46,6 +53,7 @@ Run directory::
       cache/                              preprocessed recordings (content-keyed)
       shared/sub-XX/seed-N/               channel ranking, VQ-VAE, MAE, baseline pretraining
                                           (one directory per content key)
+      shared/pooled/seed-N/               the multi-subject VQ-VAE and MAE of duin_poms
       [<entry>/]cells/<model>/sub-XX_seed-N/   one fine-tuning run per cell: cell.json,
                                           sub-XX/seed-N/result.json, report.json/.md
       [<entry>/]bench.json, bench.md, bench.png   per grid entry
@@ -95,9 +103,11 @@ DUIN_MODELS: dict[str, str] = {
     "duin_vqvae": "vqvae",
     "duin_vqvae+vq": "vqvae+vq",
     "duin_mae": "mae",
+    "duin_poms": "poms",
 }
 
-#: Table 2 of the paper (top-1 %, mean ± SE over 12 subjects, single-subject pretraining).
+#: Table 2 of the paper (top-1 %, mean ± SE over 12 subjects; single-subject pretraining except
+#: ``duin_poms`` and ``labram_popt``, pretrained on all 12 subjects).
 PAPER_TABLE2: dict[str, tuple[float, float]] = {
     "tstcc": (24.85, 4.42),
     "cnn_bigru": (32.04, 5.45),
@@ -107,10 +117,12 @@ PAPER_TABLE2: dict[str, tuple[float, float]] = {
     "brainbert": (6.72, 1.59),
     "brant": (11.16, 3.56),
     "labram": (11.53, 2.63),
+    "labram_popt": (11.78, 2.70),
     "duin_scratch": (56.29, 5.20),
     "duin_vqvae+vq": (44.17, 4.04),
     "duin_vqvae": (58.24, 4.83),
     "duin_mae": (62.70, 4.69),
+    "duin_poms": (59.18, 4.63),
 }
 
 _RESERVED = ("bench", "quick", "grid", "extends")

@@ -47,7 +47,8 @@ def _model_info(name: str) -> dict[str, Any]:
         "token_level": "region",
         "pretrained": DUIN_MODELS[name] != "scratch",
         "reference": "Zheng et al., NeurIPS 2024",
-        "paper_parameters": "4.38M",
+        # Table 2: the pooled model carries one subject layer per subject
+        "paper_parameters": "5.18M" if name == "duin_poms" else "4.38M",
     }
 
 
