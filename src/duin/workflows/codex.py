@@ -12,6 +12,7 @@ code usage (``exp`` of its entropy) is the number to watch: 1 means every token 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,13 @@ from duin.training.stages import MAERunConfig, code_counts
 __all__ = [
     "DEFAULT_MIN_CODEX_PERPLEXITY",
     "CodexCollapsedError",
+    "check_mae_targets",
     "codex_health",
     "format_pretraining",
     "pretraining_health",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Default floor of ``MAERunConfig.min_codex_perplexity`` (also used to warn after stage 1).
 DEFAULT_MIN_CODEX_PERPLEXITY: float = MAERunConfig.min_codex_perplexity
@@ -72,6 +76,59 @@ def codex_health(
         codes = tokenizer.tokenize(x, subject)  # type: ignore[operator]
         hist += code_counts(codes, n_codes)
     return {**codex_usage(hist), "n_crops": len(picks)}
+
+
+def check_mae_targets(
+    tokenizer: torch.nn.Module,
+    crops: Dataset,
+    checkpoint: str | Path,
+    label: str,
+    *,
+    min_perplexity: float,
+    force: bool,
+) -> dict[str, float]:
+    """Measure a VQ-VAE's codex on the MAE's training crops; refuse a collapsed one.
+
+    Parameters
+    ----------
+    tokenizer : DuINVQVAE
+        The frozen stage-1 model that gives the MAE its targets.
+    crops : Dataset
+        The MAE's training crops.
+    checkpoint : str or pathlib.Path
+        The tokenizer's checkpoint (named in the error).
+    label : str
+        What the log line calls this MAE (e.g. ``"MAE sub-01"``).
+    min_perplexity : float
+        Floor of the codex perplexity (``MAERunConfig.min_codex_perplexity``).
+    force : bool
+        Only log, never refuse.
+
+    Returns
+    -------
+    dict
+        :func:`codex_health` of ``tokenizer`` on ``crops``.
+
+    Raises
+    ------
+    CodexCollapsedError
+        The perplexity is below ``min_perplexity`` and ``force`` is not set.
+    """
+    health = codex_health(tokenizer, crops)
+    logger.info(
+        "%s: targets from a codex with perplexity %.1f (%d codes used)",
+        label,
+        health["codex_perplexity"],
+        health["codes_used"],
+    )
+    if health["codex_perplexity"] < min_perplexity and not force:
+        raise CodexCollapsedError(
+            f"{checkpoint}: codex perplexity {health['codex_perplexity']:.2f} on "
+            f"{health['n_crops']} training crops is below min_codex_perplexity="
+            f"{min_perplexity:g}, so MAE targets would be nearly constant; train the VQ-VAE "
+            "longer or on more non-task signal (or pass --force)"
+        )
+    return health
 
 
 def _last_record(metrics: Path) -> dict[str, Any]:

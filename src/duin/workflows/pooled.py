@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from duin.data.pooled import SubjectPool
 from duin.training.stages import DataConfig, MAERunConfig, VQVAERunConfig, train_mae, train_vqvae
-from duin.workflows.codex import DEFAULT_MIN_CODEX_PERPLEXITY, CodexCollapsedError, codex_health
+from duin.workflows.codex import DEFAULT_MIN_CODEX_PERPLEXITY, check_mae_targets, codex_health
 from duin.workflows.prepare import PreparedData, prepare_data, pretrain_sets, resolve_channels
 from duin.workflows.pretrain import _split_for
 from duin.workflows.rundir import (
@@ -272,19 +272,14 @@ def pretrain_mae_pooled(
         seed=cfg.seed,
         protocol=cfg.protocol,
     )
-    health = codex_health(tokenizer, train)
-    logger.info(
-        "pooled MAE: targets from a codex with perplexity %.1f (%d codes used)",
-        health["codex_perplexity"],
-        health["codes_used"],
+    health = check_mae_targets(
+        tokenizer,
+        train,
+        ckpt,
+        "pooled MAE",
+        min_perplexity=cfg.min_codex_perplexity,
+        force=force,
     )
-    if health["codex_perplexity"] < cfg.min_codex_perplexity and not force:
-        raise CodexCollapsedError(
-            f"{ckpt}: codex perplexity {health['codex_perplexity']:.2f} on {health['n_crops']} "
-            f"training crops is below min_codex_perplexity={cfg.min_codex_perplexity:g}, so MAE "
-            "targets would be nearly constant; train the VQ-VAE longer or on more non-task "
-            "signal (or pass --force)"
-        )
     train_mae(cfg, tokenizer, train, val, out / POOLED_DIR, resume=resume, quiet=quiet)
     write_data_info(
         out,

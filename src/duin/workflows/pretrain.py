@@ -22,7 +22,7 @@ from duin.training.stages import (
 )
 from duin.workflows.codex import (
     DEFAULT_MIN_CODEX_PERPLEXITY,
-    CodexCollapsedError,
+    check_mae_targets,
     codex_health,
 )
 from duin.workflows.prepare import PreparedData, prepare_data, pretrain_sets, resolve_channels
@@ -219,22 +219,15 @@ def pretrain_mae(
             channels=channels_all[subject],
             split=split,
         )
-        health = codex_health(tok, train)
-        info.update({f"vqvae_{k}": v for k, v in health.items()})
-        logger.info(
-            "MAE sub-%s: targets from a codex with perplexity %.1f (%d codes used)",
-            subject,
-            health["codex_perplexity"],
-            health["codes_used"],
+        health = check_mae_targets(
+            tok,
+            train,
+            checkpoint_dir(vqvae_run, subject),
+            f"MAE sub-{subject}",
+            min_perplexity=cfg.min_codex_perplexity,
+            force=force,
         )
-        if health["codex_perplexity"] < cfg.min_codex_perplexity and not force:
-            raise CodexCollapsedError(
-                f"{checkpoint_dir(vqvae_run, subject)}: codex perplexity "
-                f"{health['codex_perplexity']:.2f} on {health['n_crops']} training crops is below "
-                f"min_codex_perplexity={cfg.min_codex_perplexity:g}, so MAE targets would be "
-                "nearly constant; train the VQ-VAE longer or on more non-task signal "
-                "(or pass --force)"
-            )
+        info.update({f"vqvae_{k}": v for k, v in health.items()})
         infos[subject], sets[subject] = info, (train, val)
     for subject in prepared.subjects:
         train, val = sets[subject]
