@@ -335,3 +335,43 @@ def test_codex_usage_perplexity():
     uniform = codex_usage(torch.tensor([3, 3, 3, 3, 0, 0]))
     assert uniform["codex_perplexity"] == pytest.approx(4.0) and uniform["codes_used"] == 4.0
     assert codex_usage(torch.zeros(3))["codes_used"] == 0.0
+
+
+def _mae(n_channels: int = 3) -> DuINMAE:
+    return DuINMAE(MAEConfig.from_dict({"n_channels": n_channels, "n_times": 400, **TINY}))
+
+
+def test_pretrained_parameters_frozen_then_scaled(tmp_path):
+    """pretrained_frozen_epochs keeps the copied encoder fixed, then pretrained_lr_scale applies."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(
+        _run_cfg(ClsRunConfig, lr=1e-2, lr_min=1e-2),
+        model=_cls_cfg(),
+        variant="mae",
+        pretrained_lr_scale=0.25,
+        pretrained_frozen_epochs=1,
+    )
+    cfg = dataclasses.replace(
+        cfg,
+        optim=dataclasses.replace(cfg.optim, epochs=2),
+        trainer=dataclasses.replace(cfg.trainer, snapshot_every_epochs=1),
+    )
+    cfg.validate()
+    model = build_classifier(cfg.model, n_channels=3, variant="mae", init=_mae())
+    encoder0 = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head0 = {k: v.clone() for k, v in model.head.state_dict().items()}
+    fit = train_classifier(cfg, model, _Toy(8, 300), _Toy(8, 300), tmp_path / "cls")
+    assert [r["lr"] for r in fit.history] == pytest.approx([1e-2, 1e-2])
+    epoch0 = load_model(tmp_path / "cls" / "checkpoints" / "epoch-0000")
+    for k, v in epoch0.encoder.state_dict().items():
+        torch.testing.assert_close(v, encoder0[k], rtol=0, atol=0)  # frozen in epoch 0
+    assert any(not torch.equal(v, head0[k]) for k, v in epoch0.head.state_dict().items())
+    assert any(not torch.equal(v, encoder0[k]) for k, v in model.encoder.state_dict().items())
+
+
+def test_pretrained_lr_settings_validate():
+    cfg = dataclasses.replace(_run_cfg(ClsRunConfig), pretrained_frozen_epochs=1)
+    with pytest.raises(ValueError, match="pretrained_frozen_epochs"):
+        cfg.validate()  # 1 epoch in all: nothing would ever train the encoder
+    with pytest.raises(ValueError, match="pretrained_lr_scale"):
+        dataclasses.replace(_run_cfg(ClsRunConfig), pretrained_lr_scale=-1.0).validate()

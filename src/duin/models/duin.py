@@ -929,6 +929,10 @@ def band_log_power(x: torch.Tensor, patch_len: int, bands: list[list[int]]) -> t
         return torch.stack(per_band, dim=-1).clamp_min(1e-12).log()
 
 
+#: The modules :func:`transfer_encoder` copies from a pretrained model.
+TRANSFERRED_MODULES = ("subject_layer", "tokenizer", "encoder")
+
+
 def transfer_encoder(src: DuINModel, dst: DuINModel, include_quantizer: bool = False) -> None:
     """Copy subject layer, tokenizer (with BatchNorm statistics) and encoder from ``src`` to ``dst``.
 
@@ -945,7 +949,7 @@ def transfer_encoder(src: DuINModel, dst: DuINModel, include_quantizer: bool = F
     ValueError
         If a tensor's shape differs (e.g. different channel or subject counts), naming it.
     """
-    names = ["subject_layer", "tokenizer", "encoder"]
+    names = list(TRANSFERRED_MODULES)
     if include_quantizer:
         if getattr(src, "quantizer", None) is None:
             raise ValueError(f"{type(src).__name__} has no quantizer to transfer")

@@ -45,6 +45,7 @@ from duin.data.simulate import SimulationConfig
 from duin.evaluation.metrics import codex_usage
 from duin.models.config import ClassifierConfig, MAEConfig, VQVAEConfig
 from duin.models.duin import (
+    TRANSFERRED_MODULES,
     DuINClassifier,
     DuINMAE,
     DuINModel,
@@ -231,16 +232,33 @@ class ClsRunConfig(RunConfig):
     seeds : list of int or None
         Seeds to run per subject (each changes split, init, order and augmentation; the paper
         uses 42, 0, 1, 2, 3, 4). ``None``: just ``seed``.
+    pretrained_lr_scale : float
+        Multiplies the learning rate of the parameters copied from the init checkpoint (subject
+        layer, tokenizer, encoder); the new head keeps the scheduled LR. 1 = the paper (one LR
+        for all). No effect on ``scratch``.
+    pretrained_frozen_epochs : int
+        Keep the copied parameters fixed (LR 0) for this many first epochs, so the random head
+        is fitted on the pretrained features before their first update (linear-probe then
+        fine-tune). 0 = the paper. No effect on ``scratch``.
     """
 
     model: ClassifierConfig = field(default_factory=ClassifierConfig)  # type: ignore[assignment]
     data: DataConfig = field(default_factory=DataConfig)  # type: ignore[assignment]
     variant: Literal["scratch", "vqvae", "vqvae+vq", "mae", "poms"] = "scratch"
     seeds: list[int] | None = None
+    pretrained_lr_scale: float = 1.0
+    pretrained_frozen_epochs: int = 0
 
     def validate(self) -> None:
         """Raise ValueError naming the first impossible value."""
         super().validate()
+        if self.pretrained_lr_scale < 0:
+            raise ValueError(f"pretrained_lr_scale must be >= 0, got {self.pretrained_lr_scale}")
+        if not 0 <= self.pretrained_frozen_epochs < self.optim.epochs:
+            raise ValueError(
+                f"pretrained_frozen_epochs must be in [0, optim.epochs={self.optim.epochs}), "
+                f"got {self.pretrained_frozen_epochs}"
+            )
         if self.seeds is not None:
             if not self.seeds:
                 raise ValueError("seeds must be a non-empty list or null")
@@ -323,15 +341,37 @@ def _save(model: nn.Module, directory: Path) -> None:
     save_model(model, directory)
 
 
-def param_groups_fn(reference: bool) -> Callable[[nn.Module, float], list[dict[str, Any]]]:
-    """The trainer's ``param_groups_fn``: decay/no-decay groups (the reference's with ``reference``)."""
+def param_groups_fn(
+    reference: bool, pretrained: Mapping[str, Any] | None = None
+) -> Callable[[nn.Module, float], list[dict[str, Any]]]:
+    """The trainer's ``param_groups_fn``: decay/no-decay groups (the reference's with ``reference``).
+
+    Parameters
+    ----------
+    reference : bool
+        Decay the subject layers' shift matrices as the reference code does.
+    pretrained : mapping, optional
+        Extra group settings (``lr_scale``, ``frozen_epochs``) for the parameters of
+        :data:`TRANSFERRED_MODULES`, which then get their own decay/no-decay groups.
+    """
 
     def groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-        return [
-            g
-            for g in optimizer_param_groups(model, weight_decay, reference=reference)
-            if g["params"]
-        ]
+        out = optimizer_param_groups(model, weight_decay, reference=reference)
+        if pretrained:
+            ids = {
+                id(p)
+                for name in TRANSFERRED_MODULES
+                if hasattr(model, name)
+                for p in getattr(model, name).parameters()
+            }
+            split = []
+            for g in out:
+                split.append({**g, "params": [p for p in g["params"] if id(p) not in ids]})
+                split.append(
+                    {**g, **pretrained, "params": [p for p in g["params"] if id(p) in ids]}
+                )
+            out = split
+        return [g for g in out if g["params"]]
 
     return groups
 
@@ -712,6 +752,15 @@ def train_classifier(
             "after training with evaluate_classifier()"
         )
     _log_model(f"classifier ({cfg.variant})", model)
+    extra: dict[str, Any] = {}
+    if cfg.variant != "scratch" and (
+        cfg.pretrained_lr_scale != 1.0 or cfg.pretrained_frozen_epochs > 0
+    ):
+        settings = {
+            "lr_scale": cfg.pretrained_lr_scale,
+            "frozen_epochs": cfg.pretrained_frozen_epochs,
+        }
+        extra["param_groups_fn"] = param_groups_fn(cfg.protocol == "reference", settings)
     return _fit(
         model,
         cfg,
@@ -721,6 +770,7 @@ def train_classifier(
         resume=resume,
         quiet=quiet,
         trainer=trainer_cfg,
+        **extra,
         evaluate_fn=classifier_evaluate_fn,
         monitor_data=monitor,
     )

@@ -103,7 +103,8 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
     param_groups_fn : callable, optional
         ``param_groups_fn(model, weight_decay) -> groups`` (e.g.
         ``duin.models.optimizer_param_groups``); default :func:`default_param_groups`.
-        A group's optional ``lr_scale`` multiplies the scheduled LR.
+        A group's optional ``lr_scale`` multiplies the scheduled LR; its optional
+        ``frozen_epochs`` holds the group's LR at 0 for that many first epochs.
     save_model_fn : callable, optional
         ``save_model_fn(model, directory)`` writing ``model.safetensors`` (state-dict keys) and
         ``config.json`` (e.g. ``duin.models.registry.save_model``); default
@@ -412,7 +413,8 @@ class Trainer(_RunDirMixin, _LogsMixin, _NonFiniteMixin):
                 epoch, lr_max=o.lr, lr_min=o.lr_min, warmup=o.warmup_epochs, epochs=o.epochs
             )
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            frozen = epoch < group.get("frozen_epochs", 0)
+            group["lr"] = 0.0 if frozen else lr * group.get("lr_scale", 1.0)
         return lr
 
     # ----------------------------------------------------------------------------- fit
