@@ -13,45 +13,32 @@ from typer.testing import CliRunner
 from duin.cli import register
 from duin.config import ConfigError
 from duin.workflows.bench import DUIN_MODELS, load_bench, model_names
+from helpers.tiny_recipe import tiny_recipe, tiny_simulation
 
-TINY = """
-bench:
-  name: tiny bench
-  recipe: quick
-  models: [neurobert, duin_mae]
-  seeds: [3]
-  baseline_size: quick
-  baselines:
-    neurobert:
-      model: {n_blocks: 1, d_model: 32, n_heads: 2, d_head: 16, d_ff: 32}
-      pretrain: {neurobert_pretrain: {n_times: 2000, decoder_filters: [16, 16, 16]}}
-      pretrain_optim: {epochs: 1, warmup_epochs: 0}
-seed: 3
-optim: {batch_size: 8}
-trainer: {device: cpu, log_every: 0, progress: false, tensorboard: false}
-model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, tokenizer_filters: [16, 16, 8]}
-data:
-  n_channels: 4
-  selection_epochs: 1
-  simulation: {seed: 3, n_words: 6, trials_per_word: 10, blocks_per_run: 1, n_shafts: 2,
-               contacts_per_shaft: [6, 7], pretrain_hours: 0.02, oracle_trials_per_word: 4,
-               compute_baseline: false}
-vqvae:
-  optim: {epochs: 1, warmup_epochs: 0, lr: 1.0e-3, lr_min: 1.0e-4}
-  model:
-    n_times: 2000
-    n_decoder_blocks: 1
-    decoder_filters: [16, 16, 16, 16, 8]
-    quantizer: {n_codes: 16, d_code: 8}
-mae:
-  optim: {epochs: 1, warmup_epochs: 0, lr: 1.0e-3, lr_min: 1.0e-4}
-cls:
-  optim: {epochs: 2, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
-  trainer: {selection_metric: val/top1, selection_mode: max}
-  model: {n_times: 1000, head_hidden: [16]}
-quick:
-  bench: {seeds: [3, 4]}
-"""
+TINY = tiny_recipe(
+    tiny_simulation(
+        seed=3, n_words=6, contacts_per_shaft=[6, 7], pretrain_hours=0.02, oracle_trials_per_word=4
+    ),
+    epochs={"vqvae": 1, "mae": 1, "cls": 2},
+    bench={
+        "name": "tiny bench",
+        "recipe": "quick",
+        "models": ["neurobert", "duin_mae"],
+        "seeds": [3],
+        "baseline_size": "quick",
+        "baselines": {
+            "neurobert": {
+                "model": {"n_blocks": 1, "d_model": 32, "n_heads": 2, "d_head": 16, "d_ff": 32},
+                "pretrain": {
+                    "neurobert_pretrain": {"n_times": 2000, "decoder_filters": [16, 16, 16]}
+                },
+                "pretrain_optim": {"epochs": 1, "warmup_epochs": 0},
+            }
+        },
+    },
+    data={"n_channels": 4, "selection_epochs": 1},
+    quick={"bench": {"seeds": [3, 4]}},
+)
 
 
 @pytest.fixture(autouse=True)

@@ -9,41 +9,39 @@ import pytest
 import torch
 
 from duin.workflows.bench import run_bench
+from helpers.tiny_recipe import tiny_recipe, tiny_simulation
 
-TINY = """
-bench:
-  name: tiny multi-subject bench
-  recipe: quick
-  models: [labram_popt, duin_poms]
-  seeds: [3]
-  baseline_size: quick
-  baselines:
-    labram_popt:
-      model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, conv_filters: [4, 4, 4],
-              norm_groups: 2}
-seed: 3
-optim: {batch_size: 8}
-trainer: {device: cpu, log_every: 0, progress: false, tensorboard: false}
-model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, tokenizer_filters: [16, 16, 8]}
-data:
-  n_channels: null
-  simulation: {seed: 3, n_subjects: 2, n_words: 4, trials_per_word: 10, blocks_per_run: 1,
-               n_shafts: 2, contacts_per_shaft: [6, 8], pretrain_hours: 0.01,
-               oracle_trials_per_word: 2, compute_baseline: false}
-vqvae:
-  optim: {epochs: 1, warmup_epochs: 0, lr: 1.0e-3, lr_min: 1.0e-4}
-  model:
-    n_times: 1000
-    n_decoder_blocks: 1
-    decoder_filters: [16, 16, 16, 16, 8]
-    quantizer: {n_codes: 16, d_code: 8}
-mae:
-  optim: {epochs: 1, warmup_epochs: 0, lr: 1.0e-3, lr_min: 1.0e-4}
-cls:
-  optim: {epochs: 1, warmup_epochs: 0, lr: 1.0e-3, lr_min: 1.0e-4}
-  trainer: {selection_metric: val/top1, selection_mode: max}
-  model: {n_times: 1000, head_hidden: [16]}
-"""
+TINY = tiny_recipe(
+    tiny_simulation(
+        seed=3,
+        n_subjects=2,
+        n_words=4,
+        contacts_per_shaft=[6, 8],
+        pretrain_hours=0.01,
+        oracle_trials_per_word=2,
+    ),
+    epochs={"vqvae": 1, "mae": 1, "cls": 1},
+    bench={
+        "name": "tiny multi-subject bench",
+        "recipe": "quick",
+        "models": ["labram_popt", "duin_poms"],
+        "seeds": [3],
+        "baseline_size": "quick",
+        "baselines": {
+            "labram_popt": {
+                "model": {
+                    "n_blocks": 1,
+                    "n_heads": 2,
+                    "d_head": 16,
+                    "d_ff": 32,
+                    "conv_filters": [4, 4, 4],
+                    "norm_groups": 2,
+                }
+            }
+        },
+    },
+    vqvae={"model": {"n_times": 1000}},
+)
 
 
 @pytest.fixture(autouse=True)

@@ -16,23 +16,12 @@ from typer.testing import CliRunner
 
 from duin.cli import COMMANDS, register
 from duin.training.trainer import Trainer
+from helpers.tiny_recipe import tiny_recipe, tiny_simulation
 
-TINY = """
-seed: 5
-optim: {batch_size: 8}
-trainer: {device: cpu, log_every: 0, progress: false, tensorboard: false}
-model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, tokenizer_filters: [16, 16, 8]}
-data:
-  n_channels: null
-  simulation: {seed: 5, n_words: 4, trials_per_word: 10, blocks_per_run: 1, n_shafts: 2,
-               contacts_per_shaft: [6, 6], pretrain_hours: 0.0, oracle_trials_per_word: 2,
-               compute_baseline: false}
-cls:
-  variant: scratch
-  optim: {epochs: 40, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
-  trainer: {selection_metric: val/top1, selection_mode: max}
-  model: {n_times: 1000, head_hidden: [16]}
-"""
+SIMULATION = tiny_simulation(
+    seed=5, n_words=4, contacts_per_shaft=[6, 6], pretrain_hours=0.0, oracle_trials_per_word=2
+)
+TINY = tiny_recipe(SIMULATION, epochs={"cls": 40}, cls={"variant": "scratch"})
 
 
 def make_app() -> typer.Typer:
@@ -111,21 +100,7 @@ def test_sigterm_during_finetune_leaves_resumable_run(tmp_path):
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
-    data = simulate_to_disk(
-        tmp_path / "data",
-        "npz",
-        SimulationConfig(
-            seed=5,
-            n_words=4,
-            trials_per_word=10,
-            blocks_per_run=1,
-            n_shafts=2,
-            contacts_per_shaft=(6, 6),
-            pretrain_hours=0.0,
-            oracle_trials_per_word=2,
-            compute_baseline=False,
-        ),
-    )
+    data = simulate_to_disk(tmp_path / "data", "npz", SimulationConfig(**SIMULATION))
     out = tmp_path / "cls"
     args = ["finetune", "--out", out, "--config", cfg, "--data", data, "--cache", tmp_path / "c"]
     proc = _duin(*args)

@@ -39,6 +39,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from helpers.tiny_recipe import tiny_recipe, tiny_simulation
+
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available(), reason="torch.distributed is not available"
 )
@@ -46,34 +48,18 @@ pytestmark = pytest.mark.skipif(
 KEYED_MASKS = Path(__file__).resolve().parent / "helpers" / "duin_keyed_masks.py"
 TOL = 1e-5
 
-TINY = """
-seed: 5
-protocol: clean
-optim: {batch_size: 8, eps: 1.0e-4}
-trainer: {device: cpu, log_every: 0, progress: false, tensorboard: false}
-model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, tokenizer_filters: [16, 16, 8],
-        attn_dropout: 0.0, ff_dropout: 0.0}
-data:
-  n_channels: null
-  simulation: {seed: 5, n_words: 4, trials_per_word: 10, blocks_per_run: 1, n_shafts: 2,
-               contacts_per_shaft: [6, 6], pretrain_hours: 0.04, oracle_trials_per_word: 2,
-               compute_baseline: false}
-vqvae:
-  optim: {epochs: 3, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
-  model:
-    n_times: 2000
-    n_decoder_blocks: 1
-    decoder_filters: [16, 16, 16, 16, 8]
-    quantizer: {n_codes: 16, d_code: 8}
-mae:
-  optim: {epochs: 3, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
-  min_codex_perplexity: 1.0
-cls:
-  variant: scratch
-  optim: {epochs: 3, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
-  trainer: {selection_metric: val/top1, selection_mode: max}
-  model: {n_times: 1000, head_hidden: [16]}
-"""
+SIMULATION = tiny_simulation(
+    seed=5, n_words=4, contacts_per_shaft=[6, 6], pretrain_hours=0.04, oracle_trials_per_word=2
+)
+TINY = tiny_recipe(
+    SIMULATION,
+    epochs={"vqvae": 3, "mae": 3, "cls": 3},
+    protocol="clean",
+    optim={"eps": 1e-4},
+    model={"attn_dropout": 0.0, "ff_dropout": 0.0},
+    mae={"min_codex_perplexity": 1.0},
+    cls={"variant": "scratch"},
+)
 
 
 def _command(nproc: int, program: list[str]) -> list[str]:
@@ -131,18 +117,7 @@ def corpus(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dist")
     cfg = root / "tiny.yaml"
     cfg.write_text(TINY)
-    sim = SimulationConfig(
-        seed=5,
-        n_words=4,
-        trials_per_word=10,
-        blocks_per_run=1,
-        n_shafts=2,
-        contacts_per_shaft=(6, 6),
-        pretrain_hours=0.04,
-        oracle_trials_per_word=2,
-        compute_baseline=False,
-    )
-    data = simulate_to_disk(root / "data", "npz", sim)
+    data = simulate_to_disk(root / "data", "npz", SimulationConfig(**SIMULATION))
     return {"root": root, "config": cfg, "data": data}
 
 

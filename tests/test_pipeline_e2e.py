@@ -16,35 +16,19 @@ from typer.testing import CliRunner
 
 import duin
 from duin.cli import register
+from helpers.tiny_recipe import DROP, tiny_recipe, tiny_simulation
 
-TINY = """
-seed: 3
-protocol: clean
-optim: {batch_size: 8}
-trainer: {device: cpu, log_every: 0, progress: false}
-model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, tokenizer_filters: [16, 16, 8]}
-data:
-  n_channels: 4
-  selection_epochs: 2
-  simulation: {seed: 3, n_words: 6, trials_per_word: 10, blocks_per_run: 1, n_shafts: 2,
-               contacts_per_shaft: [6, 7], pretrain_hours: 0.02, oracle_trials_per_word: 4,
-               compute_baseline: false}
-vqvae:
-  optim: {epochs: 2, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
-  model:
-    n_times: 2000
-    n_decoder_blocks: 1
-    decoder_filters: [16, 16, 16, 16, 8]
-    quantizer: {n_codes: 16, d_code: 8}
-mae:
-  optim: {epochs: 2, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
-  min_codex_perplexity: 1.0  # a 2-epoch, 16-code codex; the floor itself is tested below
-cls:
-  variant: mae
-  optim: {epochs: 3, warmup_epochs: 1, lr: 1.0e-3, lr_min: 1.0e-4}
-  trainer: {selection_metric: val/top1, selection_mode: max}
-  model: {n_times: 1000, head_hidden: [16]}
-"""
+TINY = tiny_recipe(
+    tiny_simulation(
+        seed=3, n_words=6, contacts_per_shaft=[6, 7], pretrain_hours=0.02, oracle_trials_per_word=4
+    ),
+    epochs={"vqvae": 2, "mae": 2, "cls": 3},
+    protocol="clean",
+    trainer={"tensorboard": DROP},  # the default: this run also writes TensorBoard logs
+    data={"n_channels": 4, "selection_epochs": 2},
+    mae={"min_codex_perplexity": 1.0},  # a 2-epoch, 16-code codex; the floor itself is tested below
+    cls={"variant": "mae"},
+)
 
 
 def make_app() -> typer.Typer:

@@ -19,39 +19,28 @@ from duin.training.stages import build_classifier, load_stage_config
 from duin.workflows.pooled import pooled_pretrain_sets
 from duin.workflows.prepare import prepare_data
 from duin.workflows.pretrain import _split_for
+from helpers.tiny_recipe import tiny_recipe, tiny_simulation
 
 # Two subjects, 2 shafts of 6-9 contacts each: the seed gives them different
 # channel counts (asserted below). No non-task signal, so pretraining cuts the task runs
 # (pretrain_data: auto -> all) and must avoid every validation/test trial.
-TINY = """
-seed: 3
-protocol: clean
-optim: {batch_size: 8}
-trainer: {device: cpu, log_every: 0, progress: false, tensorboard: false}
-model: {n_blocks: 1, n_heads: 2, d_head: 16, d_ff: 32, tokenizer_filters: [16, 16, 8]}
-data:
-  n_channels: null
-  preprocess: null
-  pretrain_window: 1.0
-  simulation: {seed: 3, n_subjects: 2, n_words: 4, trials_per_word: 10, blocks_per_run: 1,
-               n_shafts: 2, contacts_per_shaft: [6, 9], pretrain_hours: 0.0, sfreq: 1000.0,
-               oracle_trials_per_word: 2, compute_baseline: false}
-vqvae:
-  optim: {epochs: 1, warmup_epochs: 0, lr: 1.0e-3, lr_min: 1.0e-4}
-  model:
-    n_times: 500
-    n_decoder_blocks: 1
-    decoder_filters: [16, 16, 16, 16, 8]
-    quantizer: {n_codes: 16, d_code: 8}
-mae:
-  optim: {epochs: 1, warmup_epochs: 0, lr: 1.0e-3, lr_min: 1.0e-4}
-  min_codex_perplexity: 0.0
-cls:
-  variant: poms
-  optim: {epochs: 1, warmup_epochs: 0, lr: 1.0e-3, lr_min: 1.0e-4}
-  trainer: {selection_metric: val/top1, selection_mode: max}
-  model: {n_times: 500, head_hidden: [16]}
-"""
+TINY = tiny_recipe(
+    tiny_simulation(
+        seed=3,
+        n_subjects=2,
+        n_words=4,
+        contacts_per_shaft=[6, 9],
+        pretrain_hours=0.0,
+        sfreq=1000.0,
+        oracle_trials_per_word=2,
+    ),
+    epochs={"vqvae": 1, "mae": 1, "cls": 1},
+    protocol="clean",
+    data={"preprocess": None, "pretrain_window": 1.0},
+    vqvae={"model": {"n_times": 500}},
+    mae={"min_codex_perplexity": 0.0},
+    cls={"variant": "poms", "model": {"n_times": 500}},
+)
 
 
 def make_app() -> typer.Typer:
