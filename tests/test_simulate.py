@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tracemalloc
 from collections import Counter
@@ -259,3 +260,34 @@ def test_informative_channels_after_rereferencing(tiny):
 def test_size_estimate_is_close(tiny):
     actual = sum(r.signals.nbytes for r in tiny.recordings)
     assert 0.7 < tiny.config.estimated_bytes() / actual < 1.3
+
+
+def test_spontaneous_speech_is_words_of_a_zipf_lexicon():
+    cfg = SimulationConfig.preset("tiny", seed=3, spontaneous_rate=2.0)
+    model = sim._SubjectModel(cfg, 0, sim._vocabulary(cfg.n_words))
+    words, freq = model.lexicon()
+    assert len(words) == len(set(words)) == cfg.spontaneous_lexicon
+    assert set(map(tuple, model.words)) <= set(words)  # the task words are in it
+    assert freq.sum() == pytest.approx(1.0)
+    assert sorted(freq)[-1] / sorted(freq)[0] == pytest.approx(len(words))  # 1/rank, ranks 1..N
+    utts = sim._spontaneous(model, sim._rng(3, 0, 2, 0), int(1200 * cfg.sfreq))
+    said = Counter(u.syllables for u in utts)
+    assert set(said) <= set(words)
+    top = words[int(np.argmax(freq))]
+    assert said[top] / len(utts) == pytest.approx(freq.max(), abs=0.03)
+    # the lexicon has its own random stream: the same subject with or without it
+    flat = sim._SubjectModel(dataclasses.replace(cfg, spontaneous_lexicon=0), 0, model.vocabulary)
+    assert np.array_equal(flat.hg_weights, model.hg_weights)
+    assert all(
+        len(u.syllables) in (1, 2, 3)
+        for u in sim._spontaneous(flat, sim._rng(3, 0, 2, 0), int(60 * cfg.sfreq))
+    )
+
+
+def test_spontaneous_lexicon_is_validated():
+    with pytest.raises(ValueError, match="spontaneous_lexicon"):
+        SimulationConfig.preset("tiny", spontaneous_lexicon=3)
+    cfg = SimulationConfig.preset("tiny", seed=1, spontaneous_lexicon=10**12)
+    model = sim._SubjectModel(cfg, 0, sim._vocabulary(cfg.n_words))
+    with pytest.raises(ValueError, match="do not fit"):
+        model.lexicon()

@@ -70,6 +70,13 @@ class SimulationConfig:
         Log-normal SD of the per-trial response amplitude.
     spontaneous_rate : float
         Spontaneous utterances per second in the non-task recordings.
+    spontaneous_lexicon : int
+        Words spontaneous speech is drawn from, by Zipf's law (frequency proportional to
+        1/rank): the task's words at random ranks among words of the same syllable inventory
+        and length distribution. The default 1,000: in spoken English the 1,000 most frequent
+        word families cover roughly 80 % of tokens (Nation 2006). Real speech is words, so the parts of an utterance predict one
+        another; 0 draws each syllable's initial, final and tone independently (the simulator
+        before: no structure that masked modelling could learn beyond a part's own envelope).
     background_rms : float
         Median broadband background RMS in volts.
     spectral_exponent : float
@@ -114,6 +121,7 @@ class SimulationConfig:
     reaction_time: float = 0.6
     amplitude_sd: float = 0.3
     spontaneous_rate: float = 0.4
+    spontaneous_lexicon: int = 1000
     background_rms: float = 3e-5
     spectral_exponent: float = 2.7
     spectral_knee: float = 5.0
@@ -151,6 +159,11 @@ class SimulationConfig:
         need(self.difficulty > 0, "difficulty", "> 0")
         for name in ("hg_snr", "lf_snr", "jitter_sd", "amplitude_sd", "spontaneous_rate"):
             need(getattr(self, name) >= 0, name, ">= 0")
+        need(
+            self.spontaneous_lexicon == 0 or self.spontaneous_lexicon >= self.n_words,
+            "spontaneous_lexicon",
+            f"0 (random syllables) or >= n_words ({self.n_words})",
+        )
         need(0.2 < self.reaction_time < 1.2, "reaction_time", "between 0.2 and 1.2 s")
         need(0 < self.background_rms < 1e-2, "background_rms", "volts in (0, 1e-2)")
         need(0.2 <= self.spectral_exponent <= 3.8, "spectral_exponent", "between 0.2 and 3.8")

@@ -228,10 +228,16 @@ def _task_design(
 
 
 def _spontaneous(model: _SubjectModel, rng: np.random.Generator, n_times: int) -> list[_Utterance]:
-    """Random utterances (1-3 syllables from the pool) at Poisson times in non-task data."""
+    """Spontaneous words at Poisson times in non-task data.
+
+    Each utterance is a word of the subject's lexicon drawn by its Zipf frequency
+    (:meth:`_SubjectModel.lexicon`), or with ``spontaneous_lexicon: 0`` 1-3 syllables whose
+    initial, final and tone are drawn independently.
+    """
     cfg = model.config
     sf = model.sfreq
     rate = cfg.spontaneous_rate
+    words, freq = model.lexicon() if cfg.spontaneous_lexicon else ([], None)
     out: list[_Utterance] = []
     t = 1.0
     duration = n_times / sf
@@ -239,15 +245,18 @@ def _spontaneous(model: _SubjectModel, rng: np.random.Generator, n_times: int) -
         t += rng.exponential(1 / rate) + 0.3
         if t > duration - 3.0:
             break
-        n_syl = int(rng.integers(1, 4))
-        syls = tuple(
-            (
-                int(rng.integers(model.n_initials)),
-                int(rng.integers(model.n_finals)),
-                int(rng.integers(model.n_tones)),
+        if freq is not None:
+            syls = words[int(rng.choice(len(words), p=freq))]
+        else:
+            syls = tuple(
+                (
+                    int(rng.integers(model.n_initials)),
+                    int(rng.integers(model.n_finals)),
+                    int(rng.integers(model.n_tones)),
+                )
+                for _ in range(int(rng.integers(1, 4)))
             )
-            for _ in range(n_syl)
-        )
+        n_syl = len(syls)
         dur = float(0.25 * math.exp(rng.normal(0, 0.1)))
         amp = float(math.exp(rng.normal(0, cfg.amplitude_sd))) / cfg.difficulty
         out.append(_Utterance(int(round(t * sf)), syls, dur, amp, int(rng.integers(2**62))))

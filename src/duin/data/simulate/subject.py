@@ -211,6 +211,7 @@ class _SubjectModel:
         # ---- word parts: initials, finals, tones each with a spatio-temporal response.
         # With the paper's vocabulary the parts are the real pinyin initials/finals/tones.
         self.vocabulary = vocabulary
+        self._lexicon: tuple[list[tuple[tuple[int, int, int], ...]], np.ndarray] | None = None
         parsed = _syllables_of(vocabulary, rng)
         initials = sorted({syl[0] for word in parsed for syl in word})
         finals = sorted({syl[1] for word in parsed for syl in word})
@@ -258,6 +259,52 @@ class _SubjectModel:
         self.lf_phase = rng.uniform(0, 2 * np.pi, n_parts)
         # speech-general activation (identical for every word) on the informative contacts
         self.general_hg = self.weights[inf] * 0.6
+
+    # ------------------------------------------------------------------- spontaneous speech
+    def lexicon(self) -> tuple[list[tuple[tuple[int, int, int], ...]], np.ndarray]:
+        """The words of spontaneous speech and their probabilities (Zipf's law).
+
+        ``config.spontaneous_lexicon`` distinct words: the task's words plus words with the
+        task words' syllable counts and random initials, finals and tones of the same
+        inventory; ranks are a random permutation, frequency is proportional to 1 / rank.
+        Drawn from its own random stream (the rest of the subject does not change with it).
+
+        Returns
+        -------
+        words : list of tuple
+            Each word's syllables ``(initial, final, tone)`` as part indices.
+        probabilities : numpy.ndarray
+            ``(n_words,)``, summing to 1.
+        """
+        if self._lexicon is None:
+            rng = _rng(self.config.seed, self.index, 7)
+            words = [tuple(w) for w in self.words]
+            known = set(words)
+            lengths = [len(w) for w in self.words]
+            n_syllables = self.n_initials * self.n_finals * self.n_tones
+            possible = sum(n_syllables**n for n in set(lengths))
+            if possible < self.config.spontaneous_lexicon:
+                raise ValueError(
+                    f"SimulationConfig.spontaneous_lexicon: {self.config.spontaneous_lexicon} "
+                    f"distinct words do not fit this vocabulary's syllable inventory (at most "
+                    f"{possible}); lower it"
+                )
+            while len(words) < self.config.spontaneous_lexicon:
+                word = tuple(
+                    (
+                        int(rng.integers(self.n_initials)),
+                        int(rng.integers(self.n_finals)),
+                        int(rng.integers(self.n_tones)),
+                    )
+                    for _ in range(int(rng.choice(lengths)))
+                )
+                if word not in known:
+                    known.add(word)
+                    words.append(word)
+            rank = rng.permutation(len(words)) + 1
+            freq = 1.0 / rank
+            self._lexicon = (words, freq / freq.sum())
+        return self._lexicon
 
     # ---------------------------------------------------------------- utterance rendering
     def parts_of(self, syllable: tuple[int, int, int]) -> list[int]:
