@@ -375,3 +375,15 @@ def test_pretrained_lr_settings_validate():
         cfg.validate()  # 1 epoch in all: nothing would ever train the encoder
     with pytest.raises(ValueError, match="pretrained_lr_scale"):
         dataclasses.replace(_run_cfg(ClsRunConfig), pretrained_lr_scale=-1.0).validate()
+
+
+def test_stage_prefixed_overrides_apply_to_their_stage_only():
+    overrides = ["vqvae.model.power_loss_weight=4.0", "cls.optim.epochs=7", "optim.lr=3e-4"]
+    vq = load_stage_config("vqvae", "quick", overrides)
+    cls = load_stage_config("cls", "quick", overrides)
+    mae = load_stage_config("mae", "quick", overrides)
+    assert vq.model.power_loss_weight == 4.0 and vq.optim.epochs == 20
+    assert cls.optim.epochs == 7
+    assert vq.optim.lr == cls.optim.lr == mae.optim.lr == 3e-4  # unprefixed: every stage
+    with pytest.raises(ConfigError, match="power_loss_wieght"):
+        load_stage_config("vqvae", "quick", ["vqvae.model.power_loss_wieght=1"])

@@ -296,7 +296,9 @@ def load_stage_config(
     path : str, pathlib.Path or None
         YAML file or packaged config name (``quick``, ``paper``); None = dataclass defaults.
     overrides : sequence of str
-        ``key=value`` strings, e.g. ``optim.lr=1e-4``.
+        ``key=value`` strings, e.g. ``optim.lr=1e-4``. A key starting with a stage name
+        (``vqvae.model.power_loss_weight=0``) applies to that stage only and is skipped for the
+        others, so one list can configure every stage (the demo, ``duin bench``-style).
 
     Returns
     -------
@@ -310,7 +312,15 @@ def load_stage_config(
     """
     if stage not in STAGE_CONFIGS:
         raise ConfigError(f"unknown stage {stage!r}; valid stages: {', '.join(STAGE_CONFIGS)}")
-    return load_config(path, overrides, cls=STAGE_CONFIGS[stage], section=stage)
+    own = []
+    for item in overrides:
+        head, dot, rest = item.partition(".")
+        if dot and head in STAGE_CONFIGS:
+            if head == stage:
+                own.append(rest)
+        else:
+            own.append(item)
+    return load_config(path, own, cls=STAGE_CONFIGS[stage], section=stage)
 
 
 # ---------------------------------------------------------------------------------------------
