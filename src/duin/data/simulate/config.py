@@ -74,9 +74,10 @@ class SimulationConfig:
         Words spontaneous speech is drawn from, by Zipf's law (frequency proportional to
         1/rank): the task's words at random ranks among words of the same syllable inventory
         and length distribution. The default 1,000: in spoken English the 1,000 most frequent
-        word families cover roughly 80 % of tokens (Nation 2006). Real speech is words, so the parts of an utterance predict one
-        another; 0 draws each syllable's initial, final and tone independently (the simulator
-        before: no structure that masked modelling could learn beyond a part's own envelope).
+        word families cover roughly 80 % of tokens (Nation 2006). Real speech is words, so the
+        parts of an utterance predict one another; 0 draws each syllable's initial, final and
+        tone independently (the simulator before: no structure that masked modelling could
+        learn beyond a part's own envelope).
     background_rms : float
         Median broadband background RMS in volts.
     spectral_exponent : float
