@@ -112,3 +112,26 @@ def test_ranking_recovers_informative_channels(tmp_path):
     assert info["n_train_trials"] < len(split)
     assert (tmp_path / "sel" / "channels_sub-01.png").is_file()
     assert json.loads((tmp_path / "sel" / "channels.json").read_text())["channels"]["01"] == chosen
+
+
+def test_label_budget_reaches_the_split_and_the_ranking(tmp_path):
+    """``data.train_trials_per_word`` trims training trials only, ranking included."""
+    import dataclasses
+
+    from duin.training.stages import load_stage_config
+    from duin.workflows.prepare import prepare_data, select_channels, subject_trials
+
+    (tmp_path / "c.yaml").write_text(CONFIG)
+    cfg = load_stage_config("cls", tmp_path / "c.yaml", overrides=["data.selection_epochs=1"])
+    prepared = prepare_data(cfg.data, tmp_path / "cache", quiet=True)
+    budget = dataclasses.replace(cfg.data, train_trials_per_word=3)
+    kwargs = dict(n_times=2000, seed=1, protocol="clean", channels=None)
+    full = subject_trials(prepared, "01", cfg.data, **kwargs)
+    limited = subject_trials(prepared, "01", budget, **kwargs)
+    assert len(full.split.train) == 6 * 16 and len(limited.split.train) == 6 * 3
+    assert limited.split.val == full.split.val and limited.split.test == full.split.test
+    assert limited.split.summary()["details"] == {"train_trials_per_label": 3}
+    assert not np.allclose(limited.stats.mean["01"], full.stats.mean["01"])  # kept trials only
+    select_channels(prepared, dataclasses.replace(cfg, data=budget), tmp_path / "sel", quiet=True)
+    ranking = json.loads((tmp_path / "sel" / "channel_ranking.json").read_text())
+    assert ranking["subjects"]["01"]["info"]["n_train_trials"] == 6 * 3

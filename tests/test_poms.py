@@ -216,3 +216,26 @@ def test_subjects_option_sets_data_subjects():
     assert with_subjects(None, "sub-01, 02") == ['data.subjects=["01", "02"]']
     with pytest.raises(ConfigError, match="'all' or a list"):
         with_subjects(None, " , ")
+
+
+def test_a_split_other_than_the_pretrainings_is_refused(pooled_runs):
+    """Pretraining on task runs saw every trial but its split's held-out ones: same split only."""
+    app, tmp, common = pooled_runs["app"], pooled_runs["tmp"], pooled_runs["common"]
+    seed = load_stage_config("cls", pooled_runs["cfg"]).seed
+    for stage in ("vq", "mae"):
+        infos = json.loads((pooled_runs[stage] / "data.json").read_text())["pretraining"]
+        assert [i["held_out_split"] for i in infos.values()] == [
+            {"seed": seed, "protocol": "stratified", "ratios": [0.8, 0.1, 0.1]}
+        ] * 2
+    other = ["--set", f"seed={seed + 1}"]
+    refused = invoke(
+        app, "finetune", "--out", tmp / "s1", "--init", pooled_runs["mae"], *other, *common,
+        ok=False,
+    )  # fmt: skip
+    assert "would test on trials pretraining saw" in refused
+    refused = invoke(
+        app, "pretrain-mae", "--out", tmp / "m3", "--vqvae", pooled_runs["vq"], "--subjects",
+        "01,02", *other, *common, ok=False,
+    )  # fmt: skip
+    assert "would test on trials pretraining saw" in refused
+    assert not (tmp / "s1" / "sub-01").exists() and not (tmp / "m3" / "pooled").exists()

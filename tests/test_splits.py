@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from duin.data.recording import Event, Recording
 from duin.data.splits import (
     Trial,
+    limit_train_trials,
     pretrain_windows,
     recording_key,
     split_trials,
@@ -107,6 +108,33 @@ def test_pretraining_windows_never_overlap_val_or_test(trials, seed, margin, len
                 assert w.stop <= t.start - margin + 1e-9 or w.start >= t.stop + margin - 1e-9
     # nothing allowed is lost: training trials far from held-out ones stay usable
     assert any(w.recording == "sub-9_rest" for w in windows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(trials=trial_sets(), seed=st.integers(0, 2**31 - 1), per_label=st.integers(1, 4))
+def test_label_budget_keeps_the_first_training_trials_and_the_held_out_ones(
+    trials, seed, per_label
+):
+    split = split_trials(trials, seed=seed)
+    limited = limit_train_trials(split, per_label)
+    assert limited.val == split.val and limited.test == split.test
+    assert set(_ids(limited.train)) <= set(_ids(split.train))
+    assert limited.details["train_trials_per_label"] == per_label
+    assert limited.normalization_trials == limited.train  # statistics from the kept trials only
+    full = Counter((t.subject, t.label) for t in split.train)
+    kept = Counter((t.subject, t.label) for t in limited.train)
+    assert kept == {key: min(n, per_label) for key, n in full.items()}
+    # the kept ones are each word's earliest (runs in numeric order, then onset)
+    for key in full:
+        group = sorted(
+            (t for t in split.train if (t.subject, t.label) == key),
+            key=lambda t: (int(t.run), t.onset),
+        )
+        assert {_ids([t])[0] for t in group[:per_label]} == {
+            _ids([t])[0] for t in limited.train if (t.subject, t.label) == key
+        }
+    with pytest.raises(ValueError, match="per_label"):
+        limit_train_trials(split, 0)
 
 
 def test_split_records_protocol_and_normalisation_scope():

@@ -21,6 +21,7 @@ never overlap a validation/test trial (plus a margin), so pretraining cannot see
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -39,6 +40,7 @@ __all__ = [
     "Split",
     "Trial",
     "Window",
+    "limit_train_trials",
     "pretrain_windows",
     "recording_key",
     "split_trials",
@@ -318,6 +320,42 @@ def split_trials(
         ratios=ratios,  # type: ignore[arg-type]
         normalization="all" if protocol == "reference" else "train",
         details={"held_out_runs": details} if details else {},
+    )
+
+
+def limit_train_trials(split: Split, per_label: int) -> Split:
+    """Keep only the first ``per_label`` training trials of each subject's words (a label budget).
+
+    "First" is recording order (runs sorted numerically, then onset): the trials a patient would
+    have recorded first. Validation and test trials are unchanged, so accuracies at different
+    budgets are measured on the same held-out trials.
+
+    Parameters
+    ----------
+    split : Split
+        Any split.
+    per_label : int
+        Training trials to keep per subject and word (>= 1); words with fewer keep all of theirs.
+
+    Returns
+    -------
+    Split
+        A copy with the reduced ``train`` and ``details["train_trials_per_label"]``.
+    """
+    if per_label < 1:
+        raise ValueError(f"per_label must be >= 1, got {per_label}")
+    order = sorted(split.train, key=lambda t: (_run_sort_key(t.run), t.recording, t.onset))
+    kept: list[Trial] = []
+    seen: dict[tuple[str, str], int] = defaultdict(int)
+    for trial in order:
+        key = (trial.subject, trial.label)
+        if seen[key] < per_label:
+            seen[key] += 1
+            kept.append(trial)
+    return dataclasses.replace(
+        split,
+        train=sorted(kept),
+        details={**split.details, "train_trials_per_label": per_label},
     )
 
 

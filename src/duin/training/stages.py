@@ -132,12 +132,18 @@ class DataConfig:
         Start of the trial window relative to each event onset, in seconds.
     split : tuple of float
         Train/validation/test fractions of each word's trials.
+    train_trials_per_word : int or None
+        Label budget: fine-tune (and rank channels) on only the first this-many training trials
+        of each word, in recording order; validation and test trials are unchanged. ``None``:
+        every training trial.
     shift : float
         Maximum random time shift (seconds) of training trials (augmentation; 0 = off).
     pretrain_data : {"auto", "rest", "all"}
         Recordings cut into pretraining crops: ``rest`` = recordings without events (non-task);
-        ``all`` = every recording, including the task runs (transductive: pretraining then sees
-        test trials, unlabelled); ``auto`` = ``rest`` when there is any, else ``all``.
+        ``all`` = every recording, including the task runs with the validation and test trials
+        of the run's split (+- 1 s) cut out, so pretraining sees the training trials' signal,
+        unlabelled, and never a held-out trial (the paper's "w/ DD" pretrains on the test trials
+        too); ``auto`` = ``rest`` when there is any, else ``all``.
     pretrain_window : float
         Pretraining recordings are cut into windows of this many seconds; each epoch draws one
         random crop of ``model.n_times`` samples per window (paper: 8 s).
@@ -158,6 +164,7 @@ class DataConfig:
     preprocess: PreprocessConfig | None = field(default_factory=PreprocessConfig)
     trial_offset: float = 0.0
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    train_trials_per_word: int | None = None
     shift: float = 0.3
     pretrain_data: Literal["auto", "rest", "all"] = "auto"
     pretrain_window: float = 8.0
@@ -175,6 +182,10 @@ class DataConfig:
             raise ValueError(f"split must be 3 fractions (train > 0, val, test), got {self.split}")
         if not math.isclose(sum(self.split), 1.0, abs_tol=1e-6):
             raise ValueError(f"split fractions must sum to 1, got {self.split}")
+        if self.train_trials_per_word is not None and self.train_trials_per_word < 1:
+            raise ValueError(
+                f"train_trials_per_word must be >= 1 or null (all), got {self.train_trials_per_word}"
+            )
         if self.shift < 0:
             raise ValueError(f"shift must be >= 0 seconds, got {self.shift}")
         if self.pretrain_window <= 0:

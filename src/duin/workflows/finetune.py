@@ -43,6 +43,7 @@ from duin.workflows.pooled import subject_models
 from duin.workflows.prepare import (
     PreparedData,
     SubjectTrials,
+    check_pretraining_split,
     prepare_data,
     resolve_channels,
     subject_trials,
@@ -222,6 +223,13 @@ def finetune(
             )
         for c in ckpts:
             check_kind(c, _VARIANT_KINDS[variant], f"variant {variant}")
+        single = (init_run / "model.safetensors").is_file()  # run/sub-XX/checkpoints/last
+        check_pretraining_split(
+            init_run.parent.parent.parent if single else init_run,
+            cfg.data,
+            cfg.run_seeds,
+            cfg.protocol,
+        )
     start_run(out, cfg, resume)
     prepared = prepared or prepare_data(cfg.data, cache_dir(out, cache), quiet=quiet)
     if init_run is not None and (init_run / "model.safetensors").is_file():

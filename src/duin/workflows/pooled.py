@@ -36,7 +36,13 @@ from typing import TYPE_CHECKING, Any
 from duin.data.pooled import SubjectPool
 from duin.training.stages import DataConfig, MAERunConfig, VQVAERunConfig, train_mae, train_vqvae
 from duin.workflows.codex import DEFAULT_MIN_CODEX_PERPLEXITY, check_mae_targets, codex_health
-from duin.workflows.prepare import PreparedData, prepare_data, pretrain_sets, resolve_channels
+from duin.workflows.prepare import (
+    PreparedData,
+    check_pretraining_split,
+    prepare_data,
+    pretrain_sets,
+    resolve_channels,
+)
 from duin.workflows.pretrain import _split_for
 from duin.workflows.rundir import (
     POOLED_DIR,
@@ -253,6 +259,7 @@ def pretrain_mae_pooled(
     ckpt = pooled_checkpoint_dir(vqvae_run)
     check_kind(ckpt, ("duin_vqvae",), "pretrain-mae --vqvae")
     channels = read_channels(vqvae_run)  # subject-index order
+    check_pretraining_split(vqvae_run, cfg.data, [cfg.seed], cfg.protocol)
     start_run(out, cfg, resume)
     prepared = prepared or prepare_data(cfg.data, cache_dir(out, cache), quiet=quiet)
     if list(prepared.subjects) != list(channels):

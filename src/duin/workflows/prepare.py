@@ -31,7 +31,7 @@ from duin.data.datasets import (
     compute_channel_stats,
 )
 from duin.data.recording import Recording
-from duin.data.splits import Split, Trial, pretrain_windows, split_trials
+from duin.data.splits import Split, Trial, limit_train_trials, pretrain_windows, split_trials
 from duin.training.channels import ChannelRanking, plot_ranking, rank_channels, save_rankings
 from duin.training.distributed import barrier, is_main, main_first
 from duin.training.stages import ClsRunConfig, DataConfig
@@ -41,6 +41,7 @@ __all__ = [
     "LoadedData",
     "PreparedData",
     "SubjectTrials",
+    "check_pretraining_split",
     "detect_source",
     "inspect_source",
     "load_recordings",
@@ -48,6 +49,7 @@ __all__ = [
     "pretrain_sets",
     "resolve_channels",
     "select_channels",
+    "split_descriptor",
     "subject_trials",
 ]
 
@@ -453,6 +455,8 @@ def subject_trials(
         ratios=tuple(data.split),  # type: ignore[arg-type]
         protocol="reference" if protocol == "reference" else "stratified",
     )
+    if data.train_trials_per_word is not None:
+        split = limit_train_trials(split, data.train_trials_per_word)
     if not split.train or not split.val:
         raise ValueError(
             f"subject {subject!r}: {len(trials)} trials are too few for a train/val/test split "
@@ -542,7 +546,9 @@ def pretrain_sets(
 
     info = {
         "pretrain_data": mode,
-        "transductive": mode == "all",
+        # task runs with this split's validation/test trials cut out: a classifier started from
+        # this run must be tested on the same split (check_pretraining_split)
+        "held_out_split": None if held is None else split_descriptor(held),
         "n_train_windows": len(train_w),
         "n_val_windows": len(val_w),
         "window_s": max(data.pretrain_window, crop_s),
@@ -551,6 +557,57 @@ def pretrain_sets(
         "normalization": "per-channel z-score over the pretraining training windows",
     }
     return make(train_w), make(val_w), info
+
+
+def split_descriptor(split: Split) -> dict[str, Any]:
+    """What identifies a trial split's held-out trials: ``seed``, ``protocol`` and ``ratios``."""
+    return {"seed": int(split.seed), "protocol": split.protocol, "ratios": list(split.ratios)}
+
+
+def check_pretraining_split(
+    run: str | Path, data: DataConfig, seeds: Sequence[int], protocol: str
+) -> None:
+    """Refuse to test on trials a pretraining run may have seen.
+
+    A run pretrained on the task recordings (``data.pretrain_data: all``) saw every trial but
+    the validation and test trials of its own split; a classifier started from it must be
+    split the same way (same seed, protocol and ratios), or its test trials were pretraining
+    data.
+
+    Parameters
+    ----------
+    run : str or pathlib.Path
+        The pretraining run directory (its ``data.json``).
+    data : DataConfig
+        The fine-tuning's data section (its ``split`` ratios).
+    seeds : sequence of int
+        The fine-tuning's split seeds.
+    protocol : str
+        The fine-tuning's protocol.
+
+    Raises
+    ------
+    ValueError
+        Naming the pretraining's split and the fine-tuning's that differs from it.
+    """
+    path = Path(run) / "data.json"
+    if not path.is_file():
+        return
+    infos = json.loads(path.read_text()).get("pretraining", {})
+    wanted = "reference" if protocol == "reference" else "stratified"
+    for subject, info in sorted(infos.items()):
+        held = info.get("held_out_split")
+        if not held:
+            continue
+        for seed in seeds:
+            mine = {"seed": int(seed), "protocol": wanted, "ratios": [float(r) for r in data.split]}
+            if mine != {**held, "ratios": [float(r) for r in held["ratios"]]}:
+                raise ValueError(
+                    f"{run} pretrained sub-{subject} on the task recordings minus the held-out "
+                    f"trials of the split {held}; fine-tuning with the split {mine} would test on "
+                    "trials pretraining saw. Fine-tune with the pretraining's seed, or pretrain "
+                    "with data.pretrain_data=rest"
+                )
 
 
 # ---------------------------------------------------------------------------------------------

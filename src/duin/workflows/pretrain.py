@@ -25,7 +25,13 @@ from duin.workflows.codex import (
     check_mae_targets,
     codex_health,
 )
-from duin.workflows.prepare import PreparedData, prepare_data, pretrain_sets, resolve_channels
+from duin.workflows.prepare import (
+    PreparedData,
+    check_pretraining_split,
+    prepare_data,
+    pretrain_sets,
+    resolve_channels,
+)
 from duin.workflows.rundir import (
     cache_dir,
     check_kind,
@@ -187,6 +193,7 @@ def pretrain_mae(
     out = Path(out)
     vqvae_run = Path(vqvae_run)
     channels_all = read_channels(vqvae_run)
+    check_pretraining_split(vqvae_run, cfg.data, [cfg.seed], cfg.protocol)
     # Check the hand-off before any work: every subject has a tokenizer of the right shape.
     tokenizers = {}
     wanted = cfg.data.subjects or sorted(channels_all)
