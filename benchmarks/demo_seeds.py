@@ -48,6 +48,31 @@ def mean_se(values: list[float]) -> list[float]:
     return [float(v.mean()), se]
 
 
+def paired_summary(mae: list[float], scratch: list[float]) -> dict:
+    """Mean ± SE of both classifiers and of their paired difference, and how often mae >= scratch."""
+    diff = [m - s for m, s in zip(mae, scratch, strict=True)]
+    return {
+        "mae_top1": mean_se(mae),
+        "scratch_top1": mean_se(scratch),
+        "mae_minus_scratch": mean_se(diff),
+        "mae_at_least_scratch": f"{sum(d >= 0 for d in diff)}/{len(diff)}",
+    }
+
+
+def write_result(path: Path, command: str, seeds: dict, summary: dict) -> None:
+    """Write a results JSON: the command, date, machine, per-seed rows and the summary."""
+    result = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {platform.node()}",
+        "seeds": seeds,
+        "summary": summary,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 0, 1])
@@ -59,14 +84,9 @@ def main() -> None:
     seeds = {
         s: one_seed(args.out / f"seed-{s}", s, args.config, args.overrides) for s in args.seeds
     }
-    mae = [r["mae_top1"] for r in seeds.values()]
-    scratch = [r["scratch_top1"] for r in seeds.values()]
-    summary = {
-        "mae_top1": mean_se(mae),
-        "scratch_top1": mean_se(scratch),
-        "mae_minus_scratch": mean_se([m - s for m, s in zip(mae, scratch, strict=True)]),
-        "mae_at_least_scratch": f"{sum(m >= s for m, s in zip(mae, scratch, strict=True))}/{len(mae)}",
-    }
+    summary = paired_summary(
+        [r["mae_top1"] for r in seeds.values()], [r["scratch_top1"] for r in seeds.values()]
+    )
     for s, r in seeds.items():
         health = next(iter(r["pretraining"].values()))
         print(
@@ -75,17 +95,10 @@ def main() -> None:
             f"total {r['timings_s']['total_s']:.0f} s"
         )
     print(json.dumps(summary))
-    result = {
-        "command": "python benchmarks/demo_seeds.py "
-        + " ".join(["--seeds", *map(str, args.seeds), *(f"--set {o}" for o in args.overrides)]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {platform.node()}",
-        "seeds": seeds,
-        "summary": summary,
-    }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.results}")
+    command = "python benchmarks/demo_seeds.py " + " ".join(
+        ["--seeds", *map(str, args.seeds), *(f"--set {o}" for o in args.overrides)]
+    )
+    write_result(args.results, command, seeds, summary)
 
 
 if __name__ == "__main__":

@@ -19,11 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import time
 from pathlib import Path
 
-from demo_seeds import mean_se
+from demo_seeds import paired_summary, write_result
 from duin.training.stages import load_stage_config
 from duin.workflows.finetune import finetune
 from duin.workflows.prepare import prepare_data
@@ -107,28 +105,16 @@ def main() -> None:
         )
     summary = {}
     for k in [*map(str, args.budgets), "all"]:
-        mae = [r[k]["mae_top1"] for r in seeds.values()]
-        scratch = [r[k]["scratch_top1"] for r in seeds.values()]
-        diff = [m - s for m, s in zip(mae, scratch, strict=True)]
-        summary[k] = {
-            "mae_top1": mean_se(mae),
-            "scratch_top1": mean_se(scratch),
-            "mae_minus_scratch": mean_se(diff),
-            "mae_at_least_scratch": f"{sum(d >= 0 for d in diff)}/{len(diff)}",
-        }
+        summary[k] = paired_summary(
+            [r[k]["mae_top1"] for r in seeds.values()],
+            [r[k]["scratch_top1"] for r in seeds.values()],
+        )
         print(f"k={k}: " + json.dumps(summary[k]))
-    result = {
-        "command": "python benchmarks/label_budget.py "
-        + " ".join([*map(str, args.demos), "--budgets", *map(str, args.budgets)]),
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {platform.node()}",
-        "seeds": seeds,
-        "summary": summary,
-    }
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps(result, indent=1) + "\n")
+    command = "python benchmarks/label_budget.py " + " ".join(
+        [*map(str, args.demos), "--budgets", *map(str, args.budgets)]
+    )
+    write_result(args.results, command, seeds, summary)
     plot(summary, full_budget, args.results.with_suffix(".png"))
-    print(f"wrote {args.results}")
 
 
 if __name__ == "__main__":
