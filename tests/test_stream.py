@@ -378,18 +378,24 @@ def test_ctrl_c_leaves_a_complete_csv(trained, tmp_path):
     out = tmp_path / "c.csv"
 
     def interrupt():  # Ctrl-C once the first decisions are written
-        deadline = time.perf_counter() + 60
-        while time.perf_counter() < deadline:
-            if out.is_file() and out.read_text(encoding="utf-8").count("\n") > 2:
-                break
-            time.sleep(0.05)
-        _thread.interrupt_main()
+        # Count bytes, not text: the CSV holds Chinese words and may be read in the middle of a
+        # multi-byte character while it is appended (a decode error here killed this thread,
+        # so no Ctrl-C came and the stream waited forever).
+        try:
+            deadline = time.perf_counter() + 60
+            while time.perf_counter() < deadline:
+                if out.is_file() and out.read_bytes().count(b"\n") > 2:
+                    break
+                time.sleep(0.05)
+        finally:
+            _thread.interrupt_main()
 
     threading.Thread(target=interrupt, daemon=True).start()
     try:
         result = invoke(
             app, "stream", run, "--lsl", player.stream_name, "--markers",
             f"{player.stream_name}-markers", "--top-k", 2, "-o", out,
+            "--duration", 180,  # a lost Ctrl-C fails the exit-code check instead of hanging
         )  # fmt: skip
     finally:
         player.stop.set()
