@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import logging
+import signal
 import threading
 import time
 
@@ -379,8 +380,7 @@ def test_ctrl_c_leaves_a_complete_csv(trained, tmp_path):
 
     def interrupt():  # Ctrl-C once the first decisions are written
         # Count bytes, not text: the CSV holds Chinese words and may be read in the middle of a
-        # multi-byte character while it is appended (a decode error here killed this thread,
-        # so no Ctrl-C came and the stream waited forever).
+        # multi-byte character while it is appended; and send the Ctrl-C whatever happens.
         try:
             deadline = time.perf_counter() + 60
             while time.perf_counter() < deadline:
@@ -390,6 +390,10 @@ def test_ctrl_c_leaves_a_complete_csv(trained, tmp_path):
         finally:
             _thread.interrupt_main()
 
+    # interrupt_main() does nothing while SIGINT is ignored, as it is in a process started in
+    # the background by a non-interactive shell (a CI job launched with `&` hung here): install
+    # Python's KeyboardInterrupt handler for this test and put back whatever was there.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt, daemon=True).start()
     try:
         result = invoke(
@@ -398,6 +402,7 @@ def test_ctrl_c_leaves_a_complete_csv(trained, tmp_path):
             "--duration", 180,  # a lost Ctrl-C fails the exit-code check instead of hanging
         )  # fmt: skip
     finally:
+        signal.signal(signal.SIGINT, previous)
         player.stop.set()
         player.join(5)
     assert player.error is None
