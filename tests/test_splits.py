@@ -21,6 +21,7 @@ from duin.data.splits import (
     limit_train_trials,
     pretrain_windows,
     recording_key,
+    split_protocol,
     split_trials,
     trials_from_recordings,
 )
@@ -232,3 +233,10 @@ def test_trials_from_recordings_and_keys():
     assert [(t.label, t.onset, t.stop) for t in trials] == [("w2", 4.0, 7.0)]
     with pytest.raises(ValueError, match="share the key"):
         trials_from_recordings([rec, rec], labels=["w2"])
+
+
+def test_split_protocol_maps_run_protocols_to_trial_splits():
+    # Every stage of a run (pretraining's held-out trials, fine-tuning's split) calls this, so
+    # a clean run splits stratified and a reference run the paper code's way.
+    assert split_protocol("clean") == "stratified"
+    assert split_protocol("reference") == "reference"

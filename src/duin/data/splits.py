@@ -43,6 +43,7 @@ __all__ = [
     "limit_train_trials",
     "pretrain_windows",
     "recording_key",
+    "split_protocol",
     "split_trials",
     "trials_from_recordings",
 ]
@@ -244,6 +245,23 @@ def _counts(n: int, ratios: tuple[float, float, float]) -> tuple[int, int, int]:
     if n_val + n_test > n:  # tiny classes
         n_test = max(n - n_val, 0)
     return n - n_val - n_test, n_val, n_test
+
+
+def split_protocol(run_protocol: str) -> str:
+    """The trial-split protocol a run's evaluation protocol uses.
+
+    Parameters
+    ----------
+    run_protocol : {"clean", "reference"}
+        The run's evaluation protocol (``protocol`` of a stage config).
+
+    Returns
+    -------
+    str
+        ``"reference"`` (the paper code's split) for the reference protocol, else
+        ``"stratified"``: every stage of one run must split its trials the same way.
+    """
+    return "reference" if run_protocol == "reference" else "stratified"
 
 
 def split_trials(

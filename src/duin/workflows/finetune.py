@@ -140,6 +140,17 @@ _VARIANT_KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _init_run_dir(init_run: Path) -> Path:
+    """The run directory that holds an init checkpoint's metadata (split, channels).
+
+    A single checkpoint directory (``RUN/sub-XX/checkpoints/last``) belongs to ``RUN``; a run
+    directory is its own.
+    """
+    if (init_run / "model.safetensors").is_file():
+        return init_run.parent.parent.parent
+    return init_run
+
+
 def finetune(
     cfg: ClsRunConfig,
     out: str | Path,
@@ -223,19 +234,13 @@ def finetune(
             )
         for c in ckpts:
             check_kind(c, _VARIANT_KINDS[variant], f"variant {variant}")
-        single = (init_run / "model.safetensors").is_file()  # run/sub-XX/checkpoints/last
-        check_pretraining_split(
-            init_run.parent.parent.parent if single else init_run,
-            cfg.data,
-            cfg.run_seeds,
-            cfg.protocol,
-        )
+        check_pretraining_split(_init_run_dir(init_run), cfg.data, cfg.run_seeds, cfg.protocol)
     start_run(out, cfg, resume)
     prepared = prepared or prepare_data(cfg.data, cache_dir(out, cache), quiet=quiet)
     if init_run is not None and (init_run / "model.safetensors").is_file():
         if len(prepared.subjects) != 1:
             raise ValueError("a single checkpoint directory can only initialise one subject")
-        meta_dir = init_run.parent.parent.parent  # run/sub-XX/checkpoints/last
+        meta_dir = _init_run_dir(init_run)
         channels = read_channels(meta_dir) if (meta_dir / CHANNELS_FILE).is_file() else None
         if channels is None:
             raise FileNotFoundError(f"no {CHANNELS_FILE} above {init_run}")

@@ -31,7 +31,14 @@ from duin.data.datasets import (
     compute_channel_stats,
 )
 from duin.data.recording import Recording
-from duin.data.splits import Split, Trial, limit_train_trials, pretrain_windows, split_trials
+from duin.data.splits import (
+    Split,
+    Trial,
+    limit_train_trials,
+    pretrain_windows,
+    split_protocol,
+    split_trials,
+)
 from duin.training.channels import ChannelRanking, plot_ranking, rank_channels, save_rankings
 from duin.training.distributed import barrier, is_main, main_first
 from duin.training.stages import ClsRunConfig, DataConfig
@@ -453,7 +460,7 @@ def subject_trials(
         trials,
         seed=seed,
         ratios=tuple(data.split),  # type: ignore[arg-type]
-        protocol="reference" if protocol == "reference" else "stratified",
+        protocol=split_protocol(protocol),
     )
     if data.train_trials_per_word is not None:
         split = limit_train_trials(split, data.train_trials_per_word)
@@ -594,7 +601,7 @@ def check_pretraining_split(
     if not path.is_file():
         return
     infos = json.loads(path.read_text()).get("pretraining", {})
-    wanted = "reference" if protocol == "reference" else "stratified"
+    wanted = split_protocol(protocol)
     for subject, info in sorted(infos.items()):
         held = info.get("held_out_split")
         if not held:

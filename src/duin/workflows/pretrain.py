@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from duin.data.splits import Split, split_trials
+from duin.data.splits import Split, split_protocol, split_trials
 from duin.training.stages import (
     ClsRunConfig,
     DataConfig,
@@ -146,7 +146,7 @@ def _split_for(
         trials,
         seed=seed,
         ratios=tuple(data.split),  # type: ignore[arg-type]
-        protocol="reference" if protocol == "reference" else "stratified",
+        protocol=split_protocol(protocol),
     )
 
 
